@@ -1,0 +1,32 @@
+"""Shared test fixtures: the real-data location (one setting) and offline defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The one setting that locates ../shared/data/real: the LLAVA_REWARD_REAL_DATA environment variable,
+#: defaulting to the folder beside the clone (where CI has it).
+REAL_DATA_ENV = "LLAVA_REWARD_REAL_DATA"
+
+
+def real_data_root() -> Path:
+    return Path(os.environ.get(REAL_DATA_ENV, REPO_ROOT.parent / "shared" / "data" / "real")).resolve()
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real public data folder; tests using it skip with the reason when it is absent."""
+    root = real_data_root()
+    if not root.is_dir():
+        pytest.skip(
+            f"real data not found at {root}: set {REAL_DATA_ENV} to the folder holding "
+            "imagereward/, mjbench/, llava_reward/ (a fresh clone does not have it)"
+        )
+    return root

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests never touch the user's (or `make demo`'s) Prefect home, server or artifacts: a fresh PREFECT_HOME
+# is set before anything imports Prefect, and the API URL is dropped so flows run under the test harness.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llava-reward-tests-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("LLAVA_REWARD_ARTIFACTS", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The one setting that locates ../shared/data/real: the LLAVA_REWARD_REAL_DATA environment variable,
@@ -30,3 +39,12 @@ def real_data() -> Path:
             "imagereward/, mjbench/, llava_reward/ (a fresh clone does not have it)"
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect API (SQLite) for the whole session: flows run as real flow runs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

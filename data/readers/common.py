@@ -1,0 +1,512 @@
+"""Shared pieces of the dataset readers: the result type, the error, file loading and field parsing.
+
+Two parsing paths produce the same rejects:
+
+- Parquet inputs are parsed column-wise with polars expressions (:func:`parse_float`,
+  :func:`parse_int`, :func:`parse_text`, ...), then :func:`split_rejects` moves every row with a
+  problem into the rejects table.
+- JSON inputs (heterogeneous Python objects) are parsed item by item with the scalar parsers
+  (:func:`as_text`, :func:`as_int`, ...) through :func:`parse_fields`, and :class:`RejectLog`
+  collects the rejected items.
+
+A rejected row carries every field that failed: ``field`` is their comma-joined names and
+``reason`` is ``"<field>: <why>"`` joined with ``"; "``, so one input row gives at most one reject.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.images import parquet_cell_uri
+from data.schemas import REJECTS_SCHEMA, conform, empty_frame
+
+READ_STAGE = "read"
+
+
+class ReaderError(ValueError):
+    """A dataset-level problem (missing file or column, no rows, unreadable file).
+
+    The message starts with the file (or folder) and names the field where one is involved.
+    """
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """A normalized table and the input rows that could not be parsed (REJECTS_SCHEMA)."""
+
+    table: pl.DataFrame
+    rejects: pl.DataFrame
+
+    @property
+    def rows_in(self) -> int:
+        """Input records read: rejected ones plus the distinct ``(source_file, source_row)`` kept.
+
+        Not ``table.height + rejects.height``: a ``test.json`` item gives one row per generation and
+        an MJ-Bench item with several compared images gives one row per pair.
+        """
+        kept = (
+            self.table.select(pl.struct("source_file", "source_row").n_unique()).item()
+            if self.table.height
+            else 0
+        )
+        return kept + self.rejects.height
+
+
+def concat_results(results: Iterable[ReadResult], schema: dict[str, pl.DataType]) -> ReadResult:
+    """Stack per-file results (an empty iterable gives empty frames with the right schemas)."""
+    results = list(results)
+    tables = [result.table for result in results]
+    rejects = [result.rejects for result in results]
+    return ReadResult(
+        table=pl.concat(tables, how="vertical") if tables else empty_frame(schema),
+        rejects=pl.concat(rejects, how="vertical") if rejects else empty_frame(REJECTS_SCHEMA),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def existing_path(path: str | Path) -> Path:
+    """``path`` resolved to an absolute path; :class:`ReaderError` when nothing is there."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise ReaderError(f"{resolved}: file not found")
+    return resolved
+
+
+def load_json_records(path: Path) -> list[Any]:
+    """The top-level JSON list of ``path``; errors name the file (and position for bad JSON)."""
+    try:
+        with path.open("rb") as handle:
+            records = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ReaderError(f"{path}: not valid JSON ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReaderError(f"{path}: cannot read ({exc})") from exc
+    if not isinstance(records, list):
+        raise ReaderError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    if not records:
+        raise ReaderError(f"{path}: no rows")
+    return records
+
+
+def parquet_schema(path: Path) -> pa.Schema:
+    """The Arrow schema of a Parquet file, without reading its data."""
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ReaderError(f"{path}: cannot read Parquet ({exc})") from exc
+
+
+def require_columns(path: Path, schema: pa.Schema, required: Iterable[str]) -> None:
+    """Raise naming the file and every missing column."""
+    missing = [name for name in required if name not in schema.names]
+    if missing:
+        raise ReaderError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def read_parquet_columns(path: Path, columns: Iterable[str]) -> pl.DataFrame:
+    """Only ``columns`` of a Parquet file (which must exist in it) plus ``source_row``.
+
+    A nested leaf may be named with a dot (``image.path``): only that leaf is read, so image bytes
+    stay on disk; the column keeps the dotted name.
+    """
+    columns = list(columns)
+    try:
+        # ParquetFile.read reads just the leaves asked for (a struct keeps only those children).
+        table = pq.ParquetFile(path).read(columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ReaderError(f"{path}: cannot read Parquet ({exc})") from exc
+    frame = pl.from_arrow(table)
+    nested = [name for name in columns if "." in name]
+    if nested:
+        parents = {name.split(".", 1)[0] for name in nested}
+        frame = frame.with_columns(
+            pl.col(name.split(".", 1)[0]).struct.field(name.split(".", 1)[1]).alias(name) for name in nested
+        ).drop(parents - set(columns))
+    assert isinstance(frame, pl.DataFrame)
+    if frame.height == 0:
+        raise ReaderError(f"{path}: no rows")
+    return frame.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+
+
+def parquet_cell_uris(file: Path, column: str, rows: pl.Series) -> pl.Series:
+    """:func:`data.images.parquet_cell_uri` for many rows at once, built column-wise from its
+    output for row 0 (checked on another row; per-row calls if the format ever stops fitting)."""
+    template = parquet_cell_uri(file, column, 0)
+    cut = template.rfind("0")
+    prefix, suffix = template[:cut], template[cut + 1 :]
+    if parquet_cell_uri(file, column, 9876) != f"{prefix}9876{suffix}":
+        return pl.Series([parquet_cell_uri(file, column, row) for row in rows], dtype=pl.String)
+    return pl.select(pl.concat_str(pl.lit(prefix), rows.cast(pl.String), pl.lit(suffix))).to_series()
+
+
+def struct_has_field(schema: pa.Schema, column: str, child: str) -> bool:
+    """Whether ``column`` is a struct with a ``child`` field (an HF ``Image`` has ``bytes``, ``path``)."""
+    if column not in schema.names:
+        return False
+    arrow_type = schema.field(column).type
+    return pa.types.is_struct(arrow_type) and arrow_type.get_field_index(child) >= 0
+
+
+def leading_token(path: Path) -> str:
+    """``train`` for ``train-00000-of-00032.parquet``: the file stem up to its first ``-``."""
+    return path.stem.split("-", 1)[0]
+
+
+def split_from_name(path: Path, known: Iterable[str] = ("train", "validation", "test")) -> str | None:
+    """The first token of the file stem (split on ``-``, ``_``, ``.``) that is a known split name."""
+    known = set(known)
+    for token in re.split(r"[-_.]", path.stem.lower()):
+        if token in known:
+            return token
+    return None
+
+
+def stem_expr(column: str) -> pl.Expr:
+    """The file stem of a ``/``-separated path column (``a/b/c.webp`` -> ``c``); null stays null."""
+    return pl.col(column).str.split("/").list.last().str.replace(r"(.)\.[^.]*$", "${1}")
+
+
+class FolderIndex:
+    """Cached listings of folders and zip archives, so resolving N images costs one listing per
+    folder or archive instead of N ``stat`` calls."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, frozenset[str]] = {}
+        self._archives: dict[Path, list[str]] = {}
+
+    def names(self, folder: Path) -> frozenset[str]:
+        """The entry names of ``folder`` (empty when it is not a folder)."""
+        if folder not in self._folders:
+            try:
+                self._folders[folder] = frozenset(os.listdir(folder)) if folder.is_dir() else frozenset()
+            except OSError:
+                self._folders[folder] = frozenset()
+        return self._folders[folder]
+
+    def contains(self, file: Path) -> bool:
+        return file.name in self.names(file.parent)
+
+    def members(self, archive: Path) -> list[str]:
+        """The member names of zip ``archive`` (empty when there is no such file)."""
+        if archive not in self._archives:
+            if not archive.is_file():
+                self._archives[archive] = []
+            else:
+                try:
+                    with zipfile.ZipFile(archive) as handle:
+                        self._archives[archive] = handle.namelist()
+                except (zipfile.BadZipFile, OSError) as exc:
+                    raise ReaderError(f"{archive}: cannot read zip archive ({exc})") from exc
+        return self._archives[archive]
+
+
+# --------------------------------------------------------------------------------------------
+# Column-wise parsing (Parquet)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed column: ``value`` (the normalized value) and ``problem`` (a reason, or null)."""
+
+    value: pl.Expr
+    problem: pl.Expr
+
+
+_NO_PROBLEM = pl.lit(None, dtype=pl.String)
+
+
+def _preview(column: str) -> pl.Expr:
+    return pl.lit("'") + pl.col(column).cast(pl.String).str.slice(0, 60) + pl.lit("'")
+
+
+def _wrong_type(column: str, dtype: pl.DataType, what: str) -> pl.Expr:
+    return pl.when(pl.col(column).is_not_null()).then(pl.lit(f"not {what} ({dtype} column)"))
+
+
+def _missing(column: str, required: bool) -> pl.Expr:
+    if not required:
+        return _NO_PROBLEM
+    return pl.when(pl.col(column).is_null()).then(pl.lit("missing"))
+
+
+def parse_float(frame: pl.DataFrame, column: str, *, required: bool = False) -> Parsed:
+    """A number column as Float32 (numeric strings accepted; NaN kept as NaN, null stays null)."""
+    dtype = frame.schema[column]
+    source = pl.col(column)
+    if dtype.is_numeric():
+        return Parsed(source.cast(pl.Float32), _missing(column, required))
+    if dtype == pl.String:
+        value = source.str.strip_chars().cast(pl.Float64, strict=False)
+        bad = pl.when(source.is_not_null() & value.is_null()).then(
+            pl.lit("not a number: ") + _preview(column)
+        )
+        return Parsed(value.cast(pl.Float32), pl.coalesce(bad, _missing(column, required)))
+    if dtype == pl.Null:
+        return Parsed(source.cast(pl.Float32), _missing(column, required))
+    return Parsed(
+        pl.lit(None, dtype=pl.Float32),
+        pl.coalesce(_wrong_type(column, dtype, "a number"), _missing(column, required)),
+    )
+
+
+def parse_int(
+    frame: pl.DataFrame, column: str, *, dtype: pl.DataType = pl.Int32, required: bool = False
+) -> Parsed:
+    """An integer column cast to ``dtype``; non-integral or out-of-range values are problems."""
+    source_dtype = frame.schema[column]
+    source = pl.col(column)
+    if source_dtype.is_numeric():
+        as_float = source.cast(pl.Float64)
+    elif source_dtype == pl.String:
+        as_float = source.str.strip_chars().cast(pl.Float64, strict=False)
+    elif source_dtype == pl.Null:
+        return Parsed(source.cast(dtype), _missing(column, required))
+    else:
+        return Parsed(
+            pl.lit(None, dtype=dtype),
+            pl.coalesce(_wrong_type(column, source_dtype, "an integer"), _missing(column, required)),
+        )
+    integral = as_float.is_finite() & (as_float == as_float.floor())
+    value = pl.when(integral).then(as_float).cast(dtype, strict=False)
+    bad = pl.when(source.is_not_null() & value.is_null()).then(
+        pl.lit(f"not an integer in {dtype} range: ") + _preview(column)
+    )
+    return Parsed(value, pl.coalesce(bad, _missing(column, required)))
+
+
+def _is_textual(dtype: pl.DataType) -> bool:
+    return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
+
+
+def parse_text(
+    frame: pl.DataFrame, column: str, *, required: bool = True, null_as: str | None = None
+) -> Parsed:
+    """A string column; any other type is a problem. Nulls are a problem when ``required``, else
+    replaced by ``null_as``."""
+    dtype = frame.schema[column]
+    source = pl.col(column)
+    if _is_textual(dtype):
+        value = source.cast(pl.String)
+        if null_as is not None:
+            value = value.fill_null(null_as)
+        return Parsed(value, _missing(column, required))
+    if dtype == pl.Null:
+        return Parsed(pl.lit(null_as, dtype=pl.String), _missing(column, required))
+    value = pl.lit(None, dtype=pl.String) if null_as is None else pl.lit(null_as)
+    return Parsed(value, pl.coalesce(_wrong_type(column, dtype, "a string"), _missing(column, required)))
+
+
+def parse_id(frame: pl.DataFrame, column: str) -> Parsed:
+    """An identifier column: strings and integers are accepted (as strings); null is a problem."""
+    dtype = frame.schema[column]
+    if dtype.is_integer() or dtype == pl.String:
+        return Parsed(pl.col(column).cast(pl.String), _missing(column, True))
+    return parse_text(frame, column)
+
+
+def parse_choice(
+    frame: pl.DataFrame, column: str, choices: Mapping[str, int], *, dtype: pl.DataType = pl.Int8
+) -> Parsed:
+    """A string column whose values must be keys of ``choices``; the value is the mapped integer."""
+    text = parse_text(frame, column)
+    if not _is_textual(frame.schema[column]):
+        return Parsed(pl.lit(None, dtype=dtype), text.problem)
+    allowed = ", ".join(repr(key) for key in choices)
+    mapped = pl.col(column).cast(pl.String).replace_strict(dict(choices), default=None, return_dtype=dtype)
+    bad = pl.when(pl.col(column).is_not_null() & mapped.is_null()).then(
+        pl.lit(f"not one of {allowed}: ") + _preview(column)
+    )
+    return Parsed(mapped, pl.coalesce(text.problem, bad))
+
+
+def parse_binary_label(frame: pl.DataFrame, column: str) -> Parsed:
+    """A 0/1 label as Int8; null is kept (a tie), anything else is a problem."""
+    parsed = parse_int(frame, column, dtype=pl.Int64())
+    outside = pl.when(parsed.value.is_not_null() & ~parsed.value.is_in([0, 1])).then(
+        pl.lit("not 0 or 1: ") + _preview(column)
+    )
+    value = pl.when(parsed.value.is_in([0, 1])).then(parsed.value).cast(pl.Int8)
+    return Parsed(value, pl.coalesce(parsed.problem, outside))
+
+
+def split_rejects(
+    frame: pl.DataFrame,
+    fields: Mapping[str, Parsed],
+    *,
+    source_file: Path,
+    record_id: pl.Expr,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Replace each column in ``fields`` by its parsed value and move rows with any problem to a
+    REJECTS_SCHEMA frame. ``frame`` must have ``source_row``; ``record_id`` names the row."""
+    problem_columns = {name: f"__problem__{name}" for name in fields}
+    parsed = frame.with_columns(
+        *[parsed.value.alias(name) for name, parsed in fields.items()],
+        *[parsed.problem.alias(problem_columns[name]) for name, parsed in fields.items()],
+        record_id.cast(pl.String).alias("__record_id"),
+    )
+    flags = [pl.col(problem).is_not_null() for problem in problem_columns.values()]
+    has_problem = pl.any_horizontal(flags) if flags else pl.lit(False)
+    rejected = parsed.filter(has_problem).select(
+        pl.lit(READ_STAGE).alias("stage"),
+        pl.lit(str(source_file)).alias("source_file"),
+        pl.col("source_row").cast(pl.Int64),
+        pl.col("__record_id").alias("record_id"),
+        pl.concat_str(
+            [
+                pl.when(pl.col(problem).is_not_null()).then(pl.lit(name))
+                for name, problem in problem_columns.items()
+            ],
+            separator=",",
+            ignore_nulls=True,
+        ).alias("field"),
+        pl.concat_str(
+            [pl.lit(f"{name}: ") + pl.col(problem) for name, problem in problem_columns.items()],
+            separator="; ",
+            ignore_nulls=True,
+        ).alias("reason"),
+    )
+    kept = parsed.filter(~has_problem).drop([*problem_columns.values(), "__record_id"])
+    return kept, conform(rejected, REJECTS_SCHEMA, where=f"{source_file} rejects")
+
+
+# --------------------------------------------------------------------------------------------
+# Item-wise parsing (JSON)
+
+
+class FieldProblem(ValueError):
+    """A JSON field value that cannot be parsed; the message is the reason."""
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+#: Passed to the scalar parsers when a key is absent (as opposed to present with ``null``).
+MISSING: Any = _Missing()
+
+
+def show_value(value: Any) -> str:
+    """A short ``repr`` of ``value`` for reject reasons."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def as_text(value: Any, *, required: bool = True, null_as: str | None = None) -> str | None:
+    """A string; absent/null is a problem when ``required``, else ``null_as``."""
+    if value is MISSING or value is None:
+        if required:
+            raise FieldProblem("missing")
+        return null_as
+    if not isinstance(value, str):
+        raise FieldProblem(f"not a string: {show_value(value)}")
+    return value
+
+
+def as_id(value: Any) -> str:
+    """An identifier: a string or an integer (not a bool), returned as a string."""
+    if value is MISSING or value is None:
+        raise FieldProblem("missing")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise FieldProblem(f"not a string or integer id: {show_value(value)}")
+    return str(value)
+
+
+def as_float(value: Any) -> float | None:
+    """A number (numeric strings accepted); null/absent gives None."""
+    if value is MISSING or value is None:
+        return None
+    if isinstance(value, bool):
+        raise FieldProblem(f"not a number: {show_value(value)}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise FieldProblem(f"not a number: {show_value(value)}")
+
+
+def as_int(value: Any, *, required: bool = True) -> int | None:
+    """An integer (integral floats and integer strings accepted)."""
+    if value is MISSING or value is None:
+        if required:
+            raise FieldProblem("missing")
+        return None
+    if isinstance(value, bool):
+        raise FieldProblem(f"not an integer: {show_value(value)}")
+    if isinstance(value, int):
+        return value
+    try:
+        number = as_float(value)
+    except FieldProblem:
+        number = None
+    if number is not None and math.isfinite(number) and number == int(number):
+        return int(number)
+    raise FieldProblem(f"not an integer: {show_value(value)}")
+
+
+def as_binary_label(value: Any) -> int | None:
+    """A 0/1 label; ``null`` is a tie (None), an absent key is a problem."""
+    if value is None:
+        return None
+    label = as_int(value)
+    if label not in (0, 1):
+        raise FieldProblem(f"not 0 or 1: {show_value(value)}")
+    return label
+
+
+def parse_fields(
+    item: Mapping[str, Any], parsers: Mapping[str, Callable[[Any], Any]]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Apply ``parsers[key]`` to ``item[key]`` (``MISSING`` when absent): (values, problems)."""
+    values: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for key, parser in parsers.items():
+        try:
+            values[key] = parser(item.get(key, MISSING))
+        except FieldProblem as exc:
+            problems[key] = str(exc)
+    return values, problems
+
+
+@dataclass
+class RejectLog:
+    """Collects rejected JSON items of one file, as REJECTS_SCHEMA rows."""
+
+    source_file: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, source_row: int, record_id: str | None, problems: Mapping[str, str]) -> None:
+        self.rows.append(
+            {
+                "stage": READ_STAGE,
+                "source_file": str(self.source_file),
+                "source_row": source_row,
+                "record_id": record_id,
+                "field": ",".join(problems),
+                "reason": "; ".join(f"{name}: {reason}" for name, reason in problems.items()),
+            }
+        )
+
+    def not_an_object(self, source_row: int, item: Any) -> None:
+        self.add(source_row, None, {"record": f"not a JSON object: {show_value(item)}"})
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=REJECTS_SCHEMA) if self.rows else empty_frame(REJECTS_SCHEMA)

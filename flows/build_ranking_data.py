@@ -1,0 +1,51 @@
+"""build-ranking-data: ImageRewardDB overall ranks → preference pairs.
+
+Recipe: ingest → dedup against MJ-Bench captions → ratings (rank, lower is better) → pairs → assemble.
+With no dataset paths given, it runs on the embedded demo corpus.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from data.validate import ImageCheck
+from flows.common import build_rating_perspective
+from tasks.dedup import DEFAULT_THRESHOLD
+
+FLOW_NAME = "build-ranking-data"
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def build_ranking_data(
+    imagereward_path: str | None = None,
+    imagereward_split: str | None = "train",
+    image_root: str | None = None,
+    benchmark_path: str | None = None,
+    benchmark_subsets: list[str] | None = None,
+    dedup_threshold: float = DEFAULT_THRESHOLD,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    image_check: ImageCheck = "header",
+    artifacts_dir: str | None = None,
+    demo_prompts: int | None = None,
+) -> dict[str, str]:
+    """Build overall-ranking training pairs; returns the train and validation Parquet paths."""
+    return build_rating_perspective(
+        FLOW_NAME,
+        "ranking",
+        imagereward_path=imagereward_path,
+        imagereward_split=imagereward_split,
+        image_root=image_root,
+        benchmark_path=benchmark_path,
+        benchmark_subsets=benchmark_subsets,
+        dedup_threshold=dedup_threshold,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        image_check=image_check,
+        artifacts_dir=artifacts_dir,
+        demo_prompts=demo_prompts,
+    )
+
+
+if __name__ == "__main__":
+    build_ranking_data()

@@ -1,0 +1,55 @@
+"""build-safety-data: UnsafeBench rows → unpaired (prompt, image, label) training data.
+
+Recipe: ingest (label 1 = safe, 0 = unsafe) → assemble (shuffle, train/validation). The rows are
+unpaired: the safety perspective trains with cross-entropy, not Bradley-Terry.
+With no dataset path given, it runs on the embedded demo corpus' UnsafeBench-layout set.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from data.validate import ImageCheck
+from flows.common import demo_corpus_task, publish_run_artifacts
+from tasks.assemble import assemble_unpaired_task
+from tasks.ingest import ingest_safety_task
+
+FLOW_NAME = "build-safety-data"
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def build_safety_data(
+    unsafebench_path: str | None = None,
+    unsafebench_split: str | None = "train",
+    image_root: str | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    image_check: ImageCheck = "header",
+    artifacts_dir: str | None = None,
+    demo_prompts: int | None = None,
+) -> dict[str, str]:
+    """Build safety training rows; returns the train and validation Parquet paths."""
+    if unsafebench_path is None:
+        unsafebench_path = str(demo_corpus_task(artifacts_dir, demo_prompts, seed).unsafebench)
+    stages = {
+        "ingest_safety": ingest_safety_task(
+            unsafebench_path,
+            split=unsafebench_split,
+            image_root=image_root,
+            image_check=image_check,
+            root=artifacts_dir,
+        )
+    }
+    stages["assemble"] = assemble_unpaired_task(
+        stages["ingest_safety"].path, seed=seed, validation_fraction=validation_fraction, root=artifacts_dir
+    )
+    outputs = {
+        "train": stages["assemble"].paths["main"],
+        "validation": stages["assemble"].paths["validation"],
+    }
+    publish_run_artifacts(FLOW_NAME, stages, outputs)
+    return outputs
+
+
+if __name__ == "__main__":
+    build_safety_data()

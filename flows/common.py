@@ -1,0 +1,178 @@
+"""Pieces shared by the build-data flows: the demo default, the rating-pairs recipe, run artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.assemble import assemble_pairs_task
+from tasks.cache import StageResult, artifacts_root
+from tasks.dedup import dedup_task
+from tasks.ingest import ingest_benchmark_task, ingest_ratings_task
+from tasks.pairs import pairs_task
+from tasks.ratings import Perspective, ratings_task
+
+DEMO_DIR = "demo-corpus"
+
+
+@dataclass(frozen=True)
+class DemoInputs:
+    """Where the demo corpus keeps each dataset, in its published layout."""
+
+    root: Path
+
+    @property
+    def imagerewarddb(self) -> Path:
+        return self.root / "imagerewarddb"
+
+    @property
+    def mjbench(self) -> Path:
+        return self.root / "mjbench"
+
+    @property
+    def unsafebench(self) -> Path:
+        return self.root / "unsafebench"
+
+
+@task(name="demo-corpus", cache_policy=NO_CACHE, persist_result=False)
+def demo_corpus_task(artifacts_dir: str | None, prompts: int | None, seed: int) -> DemoInputs:
+    """Generate the demo corpus under the artifact root, or reuse it when it is already there."""
+    from data.demo import DemoCorpusConfig, generate_demo_corpus
+
+    config = (
+        DemoCorpusConfig(seed=seed) if prompts is None else DemoCorpusConfig(seed=seed, n_prompts=prompts)
+    )
+    suffix = f"seed{seed}" + ("" if prompts is None else f"-{prompts}p")
+    root = artifacts_root(artifacts_dir) / DEMO_DIR / suffix
+    generate_demo_corpus(root, config)
+    get_run_logger().info("demo corpus ready at %s", root)
+    return DemoInputs(root)
+
+
+def rating_pairs_stages(
+    *,
+    perspective: Perspective,
+    imagereward_path: str | Path,
+    imagereward_split: str | None,
+    image_root: str | None,
+    benchmark_path: str | Path,
+    benchmark_subsets: list[str] | None,
+    dedup_threshold: float,
+    image_check: str,
+    artifacts_dir: str | None,
+) -> dict[str, StageResult]:
+    """ingest → (benchmark ingest) → dedup → ratings → pairs: the spine every rating perspective shares."""
+    ingested = ingest_ratings_task.submit(
+        imagereward_path,
+        split=imagereward_split,
+        image_root=image_root,
+        image_check=image_check,
+        root=artifacts_dir,
+    )
+    benchmark = ingest_benchmark_task.submit(benchmark_path, subsets=benchmark_subsets, root=artifacts_dir)
+    ingested_result, benchmark_result = ingested.result(), benchmark.result()
+    deduped = dedup_task(
+        ingested_result.path, benchmark_result.path, threshold=dedup_threshold, root=artifacts_dir
+    )
+    scored = ratings_task(deduped.path, perspective=perspective, root=artifacts_dir)
+    paired = pairs_task(scored.path, root=artifacts_dir)
+    return {
+        "ingest_ratings": ingested_result,
+        "ingest_benchmark": benchmark_result,
+        "dedup": deduped,
+        "ratings": scored,
+        "pairs": paired,
+    }
+
+
+def publish_run_artifacts(
+    flow_name: str, stages: Mapping[str, StageResult], outputs: Mapping[str, str]
+) -> None:
+    """A table artifact of the stages (rows in / out / rejected, cached or computed, seconds) and a
+    markdown artifact with the output paths, both keyed by the flow's name."""
+    rows = [result.summary() for result in stages.values()]
+    create_table_artifact(
+        key=f"{flow_name}-stages",
+        table=rows,
+        description=f"{flow_name}: one row per stage (cached = not recomputed)",
+    )
+    lines = [f"# {flow_name} outputs", "", "| output | path |", "|---|---|"]
+    lines += [f"| {name} | `{path}` |" for name, path in outputs.items()]
+    lines += ["", "## Every stage's tables", "", "| stage | table | rows | path |", "|---|---|---|---|"]
+    for result in stages.values():
+        for table, path in result.paths.items():
+            lines.append(f"| {result.stage} | {table} | {result.rows_out[table]} | `{path}` |")
+    lines += [
+        "",
+        "Open any of them with `polars.read_parquet(path)`, `pyarrow.parquet.read_table(path)` or duckdb.",
+    ]
+    create_markdown_artifact(
+        key=f"{flow_name}-outputs", markdown="\n".join(lines), description=f"{flow_name} outputs"
+    )
+    logger = get_run_logger()
+    for name, path in outputs.items():
+        logger.info("output %s: %s", name, path)
+    cached = sum(result.cached for result in stages.values())
+    logger.info("%d of %d stages cached", cached, len(stages))
+
+
+def resolve_demo_default(
+    imagereward_path: str | None,
+    benchmark_path: str | None,
+    *,
+    artifacts_dir: str | None,
+    demo_prompts: int | None,
+    seed: int,
+) -> tuple[str, str]:
+    """The ImageRewardDB and MJ-Bench paths to use: the given ones, else the demo corpus' copies."""
+    if imagereward_path is not None and benchmark_path is not None:
+        return imagereward_path, benchmark_path
+    demo = demo_corpus_task(artifacts_dir, demo_prompts, seed)
+    return imagereward_path or str(demo.imagerewarddb), benchmark_path or str(demo.mjbench)
+
+
+def build_rating_perspective(
+    flow_name: str,
+    perspective: Perspective,
+    *,
+    imagereward_path: str | None,
+    imagereward_split: str | None,
+    image_root: str | None,
+    benchmark_path: str | None,
+    benchmark_subsets: list[str] | None,
+    dedup_threshold: float,
+    seed: int,
+    validation_fraction: float,
+    image_check: str,
+    artifacts_dir: str | None,
+    demo_prompts: int | None,
+) -> dict[str, str]:
+    """The whole recipe of a perspective without hard negatives: the rating-pairs spine + assemble."""
+    imagereward_path, benchmark_path = resolve_demo_default(
+        imagereward_path, benchmark_path, artifacts_dir=artifacts_dir, demo_prompts=demo_prompts, seed=seed
+    )
+    stages = rating_pairs_stages(
+        perspective=perspective,
+        imagereward_path=imagereward_path,
+        imagereward_split=imagereward_split,
+        image_root=image_root,
+        benchmark_path=benchmark_path,
+        benchmark_subsets=benchmark_subsets,
+        dedup_threshold=dedup_threshold,
+        image_check=image_check,
+        artifacts_dir=artifacts_dir,
+    )
+    stages["assemble"] = assemble_pairs_task(
+        [stages["pairs"].path], seed=seed, validation_fraction=validation_fraction, root=artifacts_dir
+    )
+    outputs = {
+        "train": stages["assemble"].paths["main"],
+        "validation": stages["assemble"].paths["validation"],
+    }
+    publish_run_artifacts(flow_name, stages, outputs)
+    return outputs

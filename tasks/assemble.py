@@ -1,0 +1,146 @@
+"""Assemble stage: union the pair tables, shuffle with a seed, split train / validation.
+
+The split is by prompt (``prompt_id``), so no prompt's images are in both splits, and it is decided by
+a seeded hash of the prompt id rather than by position: adding new prompts later never moves an old
+prompt to the other split, which keeps validation figures comparable across retraining runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+import data.schemas
+from data.schemas import PAIRS_SCHEMA, TRAINING_PAIRS_SCHEMA, TRAINING_UNPAIRED_SCHEMA
+from tasks.cache import MAIN, Stage, StageOutput, StageResult, run_stage
+from tasks.prefect_stage import stage_task
+
+ASSEMBLE_PAIRS = Stage("assemble_pairs", 1, (sys.modules[__name__], data.schemas))
+ASSEMBLE_UNPAIRED = Stage("assemble_unpaired", 1, (sys.modules[__name__], data.schemas))
+_BUCKETS = 1_000_000
+
+
+def split_of(groups: pl.Series, *, seed: int, validation_fraction: float) -> pl.Series:
+    """ "validation" for a seeded-hash fraction of the groups, "train" for the rest. BLAKE2b of
+    ``seed:group`` is stable across library versions and machines, unlike built-in hashes."""
+    unique = groups.unique().to_list()
+    cut = int(validation_fraction * _BUCKETS)
+    split = {
+        group: "validation"
+        if int.from_bytes(hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest()) % _BUCKETS
+        < cut
+        else "train"
+        for group in unique
+    }
+    return groups.replace_strict(split, return_dtype=pl.String).alias("split")
+
+
+def seeded_shuffle(frame: pl.DataFrame, *, order_by: str, seed: int) -> pl.DataFrame:
+    """``frame`` in a canonical order (by ``order_by``), then permuted by NumPy's PCG64 with ``seed``:
+    the result depends only on the content and the seed, not on the input order."""
+    canonical = frame.sort(order_by)
+    permutation = np.random.default_rng(seed).permutation(canonical.height)
+    return canonical[permutation]
+
+
+def _check_fraction(validation_fraction: float) -> None:
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+
+
+def assemble_pair_tables(
+    tables: Sequence[pl.DataFrame], *, seed: int, validation_fraction: float
+) -> pl.DataFrame:
+    """All pairs, shuffled with ``seed``, with a ``split`` column."""
+    pairs = pl.concat([table.select(list(PAIRS_SCHEMA)).cast(PAIRS_SCHEMA) for table in tables])
+    shuffled = seeded_shuffle(pairs, order_by="pair_id", seed=seed)
+    split = split_of(shuffled["prompt_id"], seed=seed, validation_fraction=validation_fraction)
+    return shuffled.with_columns(split).select(list(TRAINING_PAIRS_SCHEMA))
+
+
+def assemble_pairs(
+    pair_paths: Sequence[str | Path],
+    *,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    root: str | Path | None = None,
+) -> StageResult:
+    """Stage: the final training pairs; main table = train split, table ``validation`` = the rest."""
+    _check_fraction(validation_fraction)
+
+    def compute() -> StageOutput:
+        tables = [pl.read_parquet(path) for path in pair_paths]
+        assembled = assemble_pair_tables(tables, seed=seed, validation_fraction=validation_fraction)
+        train = assembled.filter(pl.col("split") == "train")
+        validation = assembled.filter(pl.col("split") == "validation")
+        return StageOutput(
+            tables={MAIN: train, "validation": validation},
+            rows_in=assembled.height,
+            rows_kept=assembled.height,
+            stats={
+                "train_pairs": train.height,
+                "validation_pairs": validation.height,
+                "by_kind": {
+                    row["kind"]: row["len"] for row in assembled.group_by("kind").len().iter_rows(named=True)
+                },
+            },
+        )
+
+    return run_stage(
+        ASSEMBLE_PAIRS,
+        params={"seed": seed, "validation_fraction": validation_fraction},
+        inputs={"pairs": list(pair_paths)},
+        compute=compute,
+        root=root,
+    )
+
+
+def assemble_unpaired(
+    rows_path: str | Path,
+    *,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    root: str | Path | None = None,
+) -> StageResult:
+    """Stage: unpaired (prompt, image, label) rows for cross-entropy training, shuffled and split."""
+    _check_fraction(validation_fraction)
+
+    def compute() -> StageOutput:
+        rows = pl.read_parquet(rows_path)
+        shuffled = seeded_shuffle(rows, order_by="item_id", seed=seed)
+        split = split_of(shuffled["item_id"], seed=seed, validation_fraction=validation_fraction)
+        assembled = (
+            shuffled.with_columns(split).select(list(TRAINING_UNPAIRED_SCHEMA)).cast(TRAINING_UNPAIRED_SCHEMA)
+        )
+        train = assembled.filter(pl.col("split") == "train")
+        validation = assembled.filter(pl.col("split") == "validation")
+        label_counts = {
+            str(row["label"]): row["len"] for row in train.group_by("label").len().iter_rows(named=True)
+        }
+        return StageOutput(
+            tables={MAIN: train, "validation": validation},
+            rows_in=rows.height,
+            rows_kept=assembled.height,
+            stats={
+                "train_rows": train.height,
+                "validation_rows": validation.height,
+                "train_labels": label_counts,
+            },
+        )
+
+    return run_stage(
+        ASSEMBLE_UNPAIRED,
+        params={"seed": seed, "validation_fraction": validation_fraction},
+        inputs={"rows": rows_path},
+        compute=compute,
+        root=root,
+    )
+
+
+assemble_pairs_task = stage_task(assemble_pairs, name="assemble-pairs")
+assemble_unpaired_task = stage_task(assemble_unpaired, name="assemble-unpaired")

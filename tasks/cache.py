@@ -1,0 +1,321 @@
+"""The stage cache: content-keyed Parquet outputs with a manifest, written atomically.
+
+A stage writes ``ARTIFACTS/<stage>/<key>.parquet`` (its main table), optional extra tables
+``<key>.<name>.parquet`` (always ``rejects``), and last a manifest ``<key>.json`` with its inputs,
+parameters, code fingerprint, row counts and wall time. ``key`` hashes the stage name and version, the
+source of the code that computes it, its parameters and the fingerprints of its inputs. A stage is
+finished exactly when its manifest exists: every file is written to a temporary name and renamed into
+place, the manifest last, so a killed run never leaves a file a later run would take for a finished one.
+
+Nothing here imports Prefect; :mod:`tasks.prefect_stage` wraps stages into Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import polars as pl
+from filelock import FileLock
+
+from data.schemas import REJECTS_SCHEMA, empty_frame
+from tasks.fingerprint import FingerprintMemo, code_fingerprint, default_memo_path, path_fingerprint
+
+#: Environment variable that moves the artifact root (default ``./artifacts``).
+ARTIFACTS_ENV = "LLAVA_REWARD_ARTIFACTS"
+MAIN = "main"
+REJECTS = "rejects"
+MANIFEST_VERSION = 1
+
+InputPaths = Mapping[str, "str | Path | Sequence[str | Path] | None"]
+
+
+def artifacts_root(override: str | Path | None = None) -> Path:
+    """The artifact root: ``override`` if given, else ``$LLAVA_REWARD_ARTIFACTS``, else ``./artifacts``."""
+    chosen = override or os.environ.get(ARTIFACTS_ENV) or "artifacts"
+    return Path(chosen).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's identity: its name, a manual version and the modules whose source it depends on."""
+
+    name: str
+    version: int
+    code: tuple[ModuleType, ...]
+
+    def code_hash(self) -> str:
+        return code_fingerprint(self.code)
+
+
+@dataclass
+class StageOutput:
+    """What a stage computes: its tables and how its input rows were accounted for.
+
+    ``rows_in`` input rows either reached the output (``rows_kept``) or the ``rejects`` table; the
+    cache checks ``rows_in == rows_kept + len(rejects)`` so that nothing is silently dropped.
+    """
+
+    tables: dict[str, pl.DataFrame]
+    rows_in: int
+    rows_kept: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def rejects(self) -> pl.DataFrame:
+        return self.tables.get(REJECTS, empty_frame(REJECTS_SCHEMA))
+
+
+class AccountingError(RuntimeError):
+    """A stage lost rows: rows in != rows kept + rows rejected."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A finished stage: where its tables are and what its manifest says. Plain data, picklable."""
+
+    stage: str
+    key: str
+    paths: dict[str, str]
+    manifest_path: str
+    cached: bool
+    rows_in: int
+    rows_kept: int
+    rows_rejected: int
+    rows_out: dict[str, int]
+    seconds: float
+    stats: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        """The main table's path."""
+        return Path(self.paths[MAIN])
+
+    def read(self, table: str = MAIN) -> pl.DataFrame:
+        return pl.read_parquet(self.paths[table])
+
+    def summary(self) -> dict[str, Any]:
+        """One row for the flow's stage table artifact."""
+        return {
+            "stage": self.stage,
+            "status": "cached" if self.cached else "computed",
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out.get(MAIN, 0),
+            "rows_rejected": self.rows_rejected,
+            "seconds": round(self.seconds, 3),
+            "key": self.key,
+        }
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _manifest_path(output: Path) -> Path:
+    """The manifest that would list ``output`` if it is a stage table (``<key>[.<name>].parquet``)."""
+    key = output.name.split(".", 1)[0]
+    return output.with_name(f"{key}.json")
+
+
+def _stage_output_fingerprint(path: Path) -> str | None:
+    """``stage:<name>:<key>:<table>`` when ``path`` is a table of a finished stage, else None."""
+    if path.suffix != ".parquet":
+        return None
+    manifest_path = _manifest_path(path)
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    for table, entry in manifest.get("outputs", {}).items():
+        if Path(entry["path"]).name == path.name:
+            return f"stage:{manifest['stage']}:{manifest['key']}:{table}"
+    return None
+
+
+def input_fingerprints(inputs: InputPaths, memo: FingerprintMemo) -> dict[str, Any]:
+    """Fingerprint each named input (a path, a list of paths, or None)."""
+
+    def one(path: str | Path) -> str:
+        resolved = Path(path).expanduser().resolve()
+        return _stage_output_fingerprint(resolved) or path_fingerprint(resolved, memo)
+
+    fingerprints: dict[str, Any] = {}
+    for name, value in sorted(inputs.items()):
+        if value is None:
+            fingerprints[name] = None
+        elif isinstance(value, (str, Path)):
+            fingerprints[name] = one(value)
+        else:
+            fingerprints[name] = [one(item) for item in value]
+    return fingerprints
+
+
+def stage_key(stage: Stage, params: Mapping[str, Any], fingerprints: Mapping[str, Any]) -> str:
+    """The content key of a stage run."""
+    material = {
+        "stage": stage.name,
+        "version": stage.version,
+        "code": stage.code_hash(),
+        "params": params,
+        "inputs": fingerprints,
+    }
+    return hashlib.blake2b(_canonical(material).encode(), digest_size=10).hexdigest()
+
+
+def _table_path(directory: Path, key: str, table: str) -> Path:
+    return directory / (f"{key}.parquet" if table == MAIN else f"{key}.{table}.parquet")
+
+
+def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to a temporary file beside ``path``, then rename it into place."""
+    temporary = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        frame.write_parquet(temporary, compression="zstd", statistics=True)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, then rename it into place."""
+    temporary = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _result_from_manifest(manifest: dict[str, Any], manifest_path: Path, *, cached: bool) -> StageResult:
+    outputs = manifest["outputs"]
+    return StageResult(
+        stage=manifest["stage"],
+        key=manifest["key"],
+        paths={name: entry["path"] for name, entry in outputs.items()},
+        manifest_path=str(manifest_path),
+        cached=cached,
+        rows_in=manifest["rows_in"],
+        rows_kept=manifest["rows_kept"],
+        rows_rejected=manifest["rows_rejected"],
+        rows_out={name: entry["rows"] for name, entry in outputs.items()},
+        seconds=manifest["seconds"],
+        stats=manifest.get("stats", {}),
+    )
+
+
+def load_finished(manifest_path: Path) -> StageResult | None:
+    """The finished stage behind ``manifest_path``, or None if it is absent or incomplete."""
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    if not all(Path(entry["path"]).is_file() for entry in manifest["outputs"].values()):
+        return None
+    return _result_from_manifest(manifest, manifest_path, cached=True)
+
+
+def _remove_stale_temporaries(directory: Path, key: str) -> None:
+    for leftover in directory.glob(f"{key}*.tmp-*"):
+        leftover.unlink(missing_ok=True)
+
+
+def run_stage(
+    stage: Stage,
+    *,
+    params: Mapping[str, Any],
+    inputs: InputPaths,
+    compute: Callable[[], StageOutput],
+    root: str | Path | None = None,
+) -> StageResult:
+    """Return the finished output of ``stage`` for these inputs and parameters, computing it if needed.
+
+    ``compute`` runs only when no finished output with the same key exists. Concurrent runs of the same
+    key (two flows at once) serialize on a file lock; the second finds the first one's output.
+    """
+    artifacts = artifacts_root(root)
+    memo = FingerprintMemo(default_memo_path(artifacts))
+    fingerprints = input_fingerprints(inputs, memo)
+    key = stage_key(stage, params, fingerprints)
+    directory = artifacts / stage.name
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest_path = directory / f"{key}.json"
+
+    with FileLock(str(directory / f"{key}.lock")):
+        finished = load_finished(manifest_path)
+        if finished is not None:
+            return finished
+        _remove_stale_temporaries(directory, key)
+        started = time.perf_counter()
+        output = compute()
+        rejects = output.rejects()
+        if output.rows_in != output.rows_kept + rejects.height:
+            raise AccountingError(
+                f"stage {stage.name}: {output.rows_in} rows in but {output.rows_kept} kept "
+                f"+ {rejects.height} rejected"
+            )
+        tables = {**output.tables, REJECTS: rejects}
+        if MAIN not in tables:
+            raise ValueError(f"stage {stage.name}: compute() returned no '{MAIN}' table")
+        outputs: dict[str, dict[str, Any]] = {}
+        for table, frame in tables.items():
+            path = _table_path(directory, key, table)
+            atomic_write_parquet(frame, path)
+            outputs[table] = {"path": str(path), "rows": frame.height}
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "stage": stage.name,
+            "stage_version": stage.version,
+            "key": key,
+            "code": stage.code_hash(),
+            "params": json.loads(_canonical(params)),
+            "inputs": {
+                name: {"path": _describe_paths(value), "fingerprint": fingerprints[name]}
+                for name, value in inputs.items()
+            },
+            "outputs": outputs,
+            "rows_in": output.rows_in,
+            "rows_kept": output.rows_kept,
+            "rows_rejected": rejects.height,
+            "stats": json.loads(_canonical(output.stats)),
+            "seconds": round(time.perf_counter() - started, 4),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+        }
+        atomic_write_text(json.dumps(manifest, indent=2), manifest_path)
+        return _result_from_manifest(manifest, manifest_path, cached=False)
+
+
+def _describe_paths(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        return str(Path(value).expanduser().resolve())
+    return [str(Path(item).expanduser().resolve()) for item in value]
+
+
+__all__ = [
+    "ARTIFACTS_ENV",
+    "AccountingError",
+    "MAIN",
+    "REJECTS",
+    "Stage",
+    "StageOutput",
+    "StageResult",
+    "artifacts_root",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "input_fingerprints",
+    "load_finished",
+    "run_stage",
+    "stage_key",
+]

@@ -1,0 +1,168 @@
+"""Dedup stage: drop training prompts that are near-duplicates of benchmark captions.
+
+Distance is rapidfuzz's normalized Levenshtein distance (edits / length of the longer string, 0 =
+identical) between prompts normalized by :func:`normalize_prompt`. A prompt is removed when its distance
+to the nearest benchmark caption is at or under ``threshold``; every image row of a removed prompt goes
+to the rejects table, and the removed prompts are reported with their nearest caption and distance.
+
+``DEFAULT_THRESHOLD = 0.1`` allows about one edit in ten characters: it catches case, punctuation and
+one-word variants of a caption (a 60-character caption with one word swapped is ~0.08 away) while
+unrelated prompts sharing a template stay well above it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+import data.schemas
+from data.schemas import REJECTS_SCHEMA
+from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
+from tasks.prefect_stage import stage_task
+
+DEFAULT_THRESHOLD = 0.1
+DEDUP = Stage("dedup", 1, (sys.modules[__name__], data.schemas))
+_WHITESPACE = re.compile(r"\s+")
+
+REMOVED_SCHEMA: dict[str, pl.DataType] = {
+    "prompt_id": pl.String(),
+    "prompt": pl.String(),
+    "nearest_caption": pl.String(),
+    "distance": pl.Float32(),
+    "images_removed": pl.UInt32(),
+}
+
+
+def normalize_prompt(text: str) -> str:
+    """Case-fold, collapse runs of whitespace and trim: formatting alone never hides a duplicate."""
+    return _WHITESPACE.sub(" ", text.casefold()).strip()
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """For each query: the index of its nearest choice (-1 when none is within the cutoff) and the
+    distance (1.0 when none is within the cutoff)."""
+
+    index: np.ndarray
+    distance: np.ndarray
+
+
+def nearest_within(
+    queries: list[str], choices: list[str], *, cutoff: float, chunk_rows: int = 4096, workers: int = -1
+) -> Nearest:
+    """Nearest choice of every query by normalized Levenshtein distance, all pairs computed in C++ by
+    ``rapidfuzz.process.cdist`` in row chunks (bounded memory: ``chunk_rows × len(choices)`` floats).
+    Distances above ``cutoff`` are not computed exactly (they read as 1.0)."""
+    index = np.full(len(queries), -1, dtype=np.int64)
+    distance = np.ones(len(queries), dtype=np.float32)
+    if not queries or not choices:
+        return Nearest(index, distance)
+    for start in range(0, len(queries), chunk_rows):
+        block = process.cdist(
+            queries[start : start + chunk_rows],
+            choices,
+            scorer=Levenshtein.normalized_distance,
+            score_cutoff=cutoff,
+            dtype=np.float32,
+            workers=workers,
+        )
+        best = block.argmin(axis=1)
+        best_distance = block[np.arange(block.shape[0]), best]
+        within = best_distance <= cutoff
+        stop = start + block.shape[0]
+        index[start:stop] = np.where(within, best, -1)
+        distance[start:stop] = np.where(within, best_distance, 1.0)
+    return Nearest(index, distance)
+
+
+def dedup_against_benchmark(
+    ratings: pl.DataFrame, captions: list[str], *, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Split ``ratings`` into (kept rows, removed-prompt report, rejected rows)."""
+    prompts = ratings.select("prompt_id", "prompt").unique("prompt_id", keep="first", maintain_order=True)
+    normalized_captions = sorted({normalize_prompt(caption) for caption in captions if caption})
+    nearest = nearest_within(
+        [normalize_prompt(prompt) for prompt in prompts["prompt"].to_list()],
+        normalized_captions,
+        cutoff=threshold,
+    )
+    hit = nearest.index >= 0
+    image_counts = ratings.group_by("prompt_id").len("images_removed")
+    removed = (
+        prompts.filter(pl.Series(hit))
+        .with_columns(
+            pl.Series(
+                "nearest_caption", [normalized_captions[i] for i in nearest.index[hit]], dtype=pl.String
+            ),
+            pl.Series("distance", nearest.distance[hit], dtype=pl.Float32),
+        )
+        .join(image_counts, on="prompt_id", how="left")
+        .select(list(REMOVED_SCHEMA))
+        .cast(REMOVED_SCHEMA)
+    )
+    is_removed = pl.col("prompt_id").is_in(removed["prompt_id"].implode())
+    kept = ratings.filter(~is_removed)
+    rejects = (
+        ratings.filter(is_removed)
+        .join(removed.select("prompt_id", "nearest_caption", "distance"), on="prompt_id", how="left")
+        .select(
+            pl.lit("dedup").alias("stage"),
+            "source_file",
+            "source_row",
+            pl.col("image_id").alias("record_id"),
+            pl.lit("prompt").alias("field"),
+            pl.format(
+                "prompt near-duplicate of benchmark caption (normalized Levenshtein {} <= {}): {}",
+                pl.col("distance").round(4),
+                pl.lit(threshold),
+                pl.col("nearest_caption").str.slice(0, 120),
+            ).alias("reason"),
+        )
+        .cast(REJECTS_SCHEMA)
+    )
+    return kept, removed, rejects
+
+
+def dedup(
+    ratings_path: str | Path,
+    benchmark_path: str | Path,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    root: str | Path | None = None,
+) -> StageResult:
+    """Stage: remove training prompts near-duplicating a caption of the benchmark table."""
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"dedup threshold must be in [0, 1), got {threshold}")
+
+    def compute() -> StageOutput:
+        ratings = pl.read_parquet(ratings_path)
+        captions = pl.read_parquet(benchmark_path, columns=["caption"])["caption"].unique().to_list()
+        kept, removed, rejects = dedup_against_benchmark(ratings, captions, threshold=threshold)
+        return StageOutput(
+            tables={MAIN: kept, "removed": removed, REJECTS: rejects},
+            rows_in=ratings.height,
+            rows_kept=kept.height,
+            stats={
+                "prompts_removed": removed.height,
+                "exact_duplicates": int((removed["distance"] == 0).sum()),
+                "benchmark_captions": len(captions),
+            },
+        )
+
+    return run_stage(
+        DEDUP,
+        params={"threshold": threshold},
+        inputs={"ratings": ratings_path, "benchmark": benchmark_path},
+        compute=compute,
+        root=root,
+    )
+
+
+dedup_task = stage_task(dedup, name="dedup")

@@ -1,0 +1,200 @@
+"""Embed stage: open_clip text embeddings of the prompts and image embeddings of the images.
+
+The model is a parameter: an open_clip model name (``ViT-B-32``, ``local-dir:/path``, or the bundled
+``demo-tiny-clip`` config) and ``pretrained`` (an open_clip tag such as ``laion2b_s34b_b79k``, a local
+checkpoint file, or None for random weights drawn from ``seed``). Offline, only local checkpoints and
+random weights work; set ``HF_HUB_OFFLINE=1`` so open_clip fails fast instead of retrying a hub.
+Embeddings are L2-normalized float32, stored as fixed-size arrays.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+import data.images
+import data.schemas
+from data.images import ImageError, open_image
+from data.schemas import REJECTS_SCHEMA
+from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
+from tasks.prefect_stage import stage_task
+
+CONFIG_DIR = Path(__file__).with_name("clip_configs")
+EMBED = Stage("embed", 1, (sys.modules[__name__], data.images, data.schemas))
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which open_clip model embeds: name, weights (tag, checkpoint path or None = random) and seed."""
+
+    model_name: str = "demo-tiny-clip"
+    pretrained: str | None = None
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "cpu"
+
+
+@dataclass
+class ClipEncoder:
+    """A loaded open_clip model with its image transform and tokenizer."""
+
+    model: Any
+    preprocess: Callable
+    tokenizer: Callable
+    device: str
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            features = self.model.encode_text(tokens, normalize=True)
+        return features.float().cpu().numpy()
+
+    def encode_images(self, pixels: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels.to(self.device), normalize=True)
+        return features.float().cpu().numpy()
+
+
+@lru_cache(maxsize=4)
+def load_clip(spec: ClipSpec) -> ClipEncoder:
+    """Load (once per process) the open_clip model named by ``spec``."""
+    import open_clip
+    import torch
+
+    if CONFIG_DIR not in getattr(open_clip.factory, "_MODEL_CONFIG_PATHS", []):
+        open_clip.add_model_config(CONFIG_DIR)
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.seed)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.model_name, pretrained=spec.pretrained, device=spec.device
+        )
+    model.eval()
+    return ClipEncoder(model, preprocess, open_clip.get_tokenizer(spec.model_name), spec.device)
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _load_pixels(uri: str, preprocess: Callable) -> Any:
+    try:
+        return preprocess(open_image(uri))
+    except ImageError as error:
+        return error
+
+
+def embed_images(
+    encoder: ClipEncoder, uris: Sequence[str], *, batch_size: int, workers: int = 2
+) -> tuple[np.ndarray, dict[int, str]]:
+    """(embeddings of the decodable images in order, {index: reason} for the others). Batches are
+    decoded in a thread pool, ``workers`` batches ahead of the model, so memory stays bounded."""
+    import torch
+
+    def decode(batch: Sequence[tuple[int, str]]) -> list[tuple[int, Any]]:
+        return [(index, _load_pixels(uri, encoder.preprocess)) for index, uri in batch]
+
+    embeddings: list[np.ndarray] = []
+    failures: dict[int, str] = {}
+
+    def consume(decoded: list[tuple[int, Any]]) -> None:
+        tensors = []
+        for index, pixels in decoded:
+            if isinstance(pixels, ImageError):
+                failures[index] = str(pixels)
+            else:
+                tensors.append(pixels)
+        if tensors:
+            embeddings.append(encoder.encode_images(torch.stack(tensors)))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        in_flight: deque = deque()
+        for batch in _batches(list(enumerate(uris)), batch_size):
+            in_flight.append(pool.submit(decode, batch))
+            if len(in_flight) > workers:
+                consume(in_flight.popleft().result())
+        while in_flight:
+            consume(in_flight.popleft().result())
+    dimension = int(encoder.model.visual.output_dim)
+    stacked = np.concatenate(embeddings) if embeddings else np.zeros((0, dimension), dtype=np.float32)
+    return stacked, failures
+
+
+def embed(
+    ratings_path: str | Path,
+    *,
+    clip: ClipSpec = ClipSpec(),
+    root: str | Path | None = None,
+) -> StageResult:
+    """Stage: embed every distinct prompt (table ``text``) and every image (main table)."""
+
+    def compute() -> StageOutput:
+        ratings = pl.read_parquet(
+            ratings_path,
+            columns=["image_id", "prompt_id", "prompt", "image_uri", "source_file", "source_row"],
+        )
+        encoder = load_clip(clip)
+        prompts = ratings.select("prompt_id", "prompt").unique("prompt_id", keep="first", maintain_order=True)
+        text_vectors = (
+            np.concatenate(
+                [
+                    encoder.encode_text(batch)
+                    for batch in _batches(prompts["prompt"].to_list(), clip.batch_size)
+                ]
+            )
+            if prompts.height
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        image_vectors, failures = embed_images(
+            encoder, ratings["image_uri"].to_list(), batch_size=clip.batch_size
+        )
+        failed = pl.Series([index in failures for index in range(ratings.height)], dtype=pl.Boolean)
+        kept = ratings.filter(~failed)
+        images = kept.select("image_id", "prompt_id").with_columns(_vectors("embedding", image_vectors))
+        text = prompts.with_columns(_vectors("embedding", text_vectors))
+        rejects = (
+            ratings.filter(failed)
+            .with_columns(pl.Series("reason", [failures[i] for i in sorted(failures)], dtype=pl.String))
+            .select(
+                pl.lit("embed").alias("stage"),
+                "source_file",
+                "source_row",
+                pl.col("image_id").alias("record_id"),
+                pl.lit("image_uri").alias("field"),
+                "reason",
+            )
+            .cast(REJECTS_SCHEMA)
+        )
+        return StageOutput(
+            tables={MAIN: images, "text": text, REJECTS: rejects},
+            rows_in=ratings.height,
+            rows_kept=kept.height,
+            stats={
+                "prompts": prompts.height,
+                "dimension": int(image_vectors.shape[1]) if image_vectors.size else 0,
+            },
+        )
+
+    params = {key: value for key, value in asdict(clip).items() if key != "device"}
+    return run_stage(EMBED, params=params, inputs={"ratings": ratings_path}, compute=compute, root=root)
+
+
+def _vectors(name: str, matrix: np.ndarray) -> pl.Series:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pl.Series(name, matrix, dtype=pl.Array(pl.Float32, matrix.shape[1] if matrix.ndim == 2 else 0))
+
+
+embed_task = stage_task(embed, name="embed")

@@ -1,0 +1,97 @@
+"""Content fingerprints of stage inputs, and of the code that computes a stage.
+
+A raw input file is fingerprinted by its content (BLAKE2b). Hashing gigabytes on every run would be
+slow, so digests are memoized in a small SQLite table keyed by (path, size, mtime, inode): a file is
+re-hashed only when it changes. A stage output (a Parquet file listed in a finished manifest) is
+fingerprinted by its stage key instead, which already covers everything that produced it — including
+images that the table only references by URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+
+_CHUNK = 1 << 20
+_memo_lock = threading.Lock()
+
+
+def file_digest(path: Path) -> str:
+    """BLAKE2b-128 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+class FingerprintMemo:
+    """Digests of files, remembered across runs until the file's size, mtime or inode changes."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
+                "mtime_ns INTEGER, inode INTEGER, digest TEXT)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.database, timeout=60)
+
+    def digest(self, path: Path) -> str:
+        path = path.resolve()
+        stat = path.stat()
+        signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        with _memo_lock, self._connect() as connection:
+            row = connection.execute(
+                "SELECT size, mtime_ns, inode, digest FROM digests WHERE path = ?", (str(path),)
+            ).fetchone()
+        if row is not None and tuple(row[:3]) == signature:
+            return row[3]
+        digest = file_digest(path)
+        with _memo_lock, self._connect() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (str(path), *signature, digest)
+            )
+        return digest
+
+
+def path_fingerprint(path: Path, memo: FingerprintMemo) -> str:
+    """Fingerprint of a file or a folder (every file below it, by relative path and content)."""
+    if path.is_file():
+        return memo.digest(path)
+    if path.is_dir():
+        entries = sorted(
+            (str(child.relative_to(path)), memo.digest(child))
+            for child in path.rglob("*")
+            if child.is_file() and not child.name.startswith(".")
+        )
+        return hashlib.blake2b(repr(entries).encode(), digest_size=16).hexdigest()
+    raise FileNotFoundError(f"stage input not found: {path}")
+
+
+def code_fingerprint(modules: Iterable[ModuleType]) -> str:
+    """Hash of the source of ``modules``: editing the code of a stage invalidates its cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    for module in sorted(modules, key=lambda m: m.__name__):
+        digest.update(module.__name__.encode())
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
+
+
+def default_memo_path(artifacts_root: Path) -> Path:
+    """Where the fingerprint memo of an artifact root lives."""
+    return artifacts_root / ".cache" / "fingerprints.sqlite"
+
+
+__all__ = [
+    "FingerprintMemo",
+    "code_fingerprint",
+    "default_memo_path",
+    "file_digest",
+    "path_fingerprint",
+]

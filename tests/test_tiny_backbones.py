@@ -13,6 +13,16 @@ from safetensors.torch import load_file
 from reward.backbones import load_backbone
 from reward.tiny import ARCHITECTURES, build_tiny_backbone, build_tokenizer
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads on a shared 2-core machine thrash (40x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # The demo corpus' words (counts, colours, shapes, relations) that must never become <unk>.
 CORPUS_WORDS = (
     "one two three red green blue yellow purple orange black white circle circles square squares "

@@ -1,0 +1,99 @@
+"""Load a vision-language checkpoint (hub id or local folder) as a :class:`Backbone`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PretrainedConfig,
+)
+
+from reward.backbones.adapters import ArchitectureAdapter, BackboneError, adapter_for_model_type
+from reward.backbones.backbone import Backbone
+from reward.config import BackboneConfig
+
+_AUTO_CLASSES = {"image-text-to-text": AutoModelForImageTextToText, "causal-lm": AutoModelForCausalLM}
+
+
+def read_config_dict(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
+    """The checkpoint's ``config.json`` as a dict, without running any code it ships."""
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, revision=revision)
+    except (OSError, ValueError) as error:
+        raise BackboneError(
+            f"{name_or_path}: cannot read its config.json ({error}). Give an existing local folder, or a hub "
+            "id that is in the local cache or reachable (HF_HUB_OFFLINE=1 forbids downloads)."
+        ) from error
+    return config_dict
+
+
+def resolve_adapter(config: BackboneConfig) -> ArchitectureAdapter:
+    """The adapter for the checkpoint; refuses remote code unless ``trust_remote_code`` was asked for."""
+    config_dict = read_config_dict(config.name_or_path, config.revision)
+    adapter = adapter_for_model_type(config_dict.get("model_type"), source=config.name_or_path)
+    if adapter.remote_code and not config.trust_remote_code:
+        raise BackboneError(
+            f"{config.name_or_path}: model_type {config_dict.get('model_type')!r} runs modelling code "
+            "shipped with the checkpoint; pass trust_remote_code=True to allow it "
+            "(only for sources you trust)"
+        )
+    return adapter
+
+
+def _torch_dtype(name: str) -> torch.dtype | str:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_backbone_from_config(config: BackboneConfig) -> Backbone:
+    """Load model + processor named by ``config`` and wrap them in a :class:`Backbone` (eval mode)."""
+    adapter = resolve_adapter(config)
+    common: dict[str, Any] = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
+    model_kwargs: dict[str, Any] = {"dtype": _torch_dtype(config.dtype)}
+    if config.attn_implementation is not None:
+        model_kwargs["attn_implementation"] = config.attn_implementation
+    try:
+        model = _AUTO_CLASSES[adapter.auto_class].from_pretrained(
+            config.name_or_path, **common, **model_kwargs
+        )
+        processor = AutoProcessor.from_pretrained(config.name_or_path, **common)
+    except (OSError, ValueError) as error:
+        raise BackboneError(
+            f"{config.name_or_path}: loading the {adapter.name} model failed: {error}"
+        ) from error
+    processor.tokenizer.padding_side = config.padding_side
+    backbone = Backbone(model, processor, adapter, config)
+    backbone.eval()
+    return backbone
+
+
+def load_backbone(
+    name_or_path: str,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+    hidden_layer: int = -1,
+    prompt_template: str | None = None,
+    padding_side: str = "left",
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+) -> Backbone:
+    """Load a LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL or (with ``trust_remote_code``) Phi-3.5-vision model.
+
+    See :class:`reward.config.BackboneConfig` for the meaning of each argument.
+    """
+    return load_backbone_from_config(
+        BackboneConfig(
+            name_or_path=str(name_or_path),
+            trust_remote_code=trust_remote_code,
+            dtype=dtype,
+            hidden_layer=hidden_layer,
+            prompt_template=prompt_template,
+            padding_side=padding_side,
+            attn_implementation=attn_implementation,
+            revision=revision,
+        )
+    )

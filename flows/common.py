@@ -45,7 +45,7 @@ def demo_corpus_task(artifacts_dir: str | None, prompts: int | None, seed: int) 
     from data.demo import DemoCorpusConfig, generate_demo_corpus
 
     config = (
-        DemoCorpusConfig(seed=seed) if prompts is None else DemoCorpusConfig(seed=seed, n_prompts=prompts)
+        DemoCorpusConfig(seed=seed) if prompts is None else DemoCorpusConfig.with_prompts(prompts, seed)
     )
     suffix = f"seed{seed}" + ("" if prompts is None else f"-{prompts}p")
     root = artifacts_root(artifacts_dir) / DEMO_DIR / suffix

@@ -48,3 +48,17 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+#: Size of the demo corpus shared by the flow and stage tests (small: generated once per session).
+TEST_CORPUS_PROMPTS = 120
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo corpus in the published layouts, generated once per test session."""
+    from data.demo import DemoCorpusConfig, generate_demo_corpus
+
+    root = tmp_path_factory.mktemp("demo-corpus") / "corpus"
+    generate_demo_corpus(root, DemoCorpusConfig.with_prompts(TEST_CORPUS_PROMPTS, seed=0))
+    return root

@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -81,7 +81,10 @@ class AccountingError(RuntimeError):
 
 @dataclass(frozen=True)
 class StageResult:
-    """A finished stage: where its tables are and what its manifest says. Plain data, picklable."""
+    """A finished stage: where its tables are and what its manifest says. Plain data, picklable.
+
+    ``seconds`` is the compute time recorded when the output was made; ``elapsed`` is the wall time of
+    this call (fingerprinting + cache lookup, plus computing when it was not cached)."""
 
     stage: str
     key: str
@@ -94,6 +97,7 @@ class StageResult:
     rows_out: dict[str, int]
     seconds: float
     stats: dict[str, Any]
+    elapsed: float = 0.0
 
     @property
     def path(self) -> Path:
@@ -111,7 +115,8 @@ class StageResult:
             "rows_in": self.rows_in,
             "rows_out": self.rows_out.get(MAIN, 0),
             "rows_rejected": self.rows_rejected,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.elapsed, 3),
+            "compute_seconds": round(self.seconds, 3),
             "key": self.key,
         }
 
@@ -242,6 +247,7 @@ def run_stage(
     ``compute`` runs only when no finished output with the same key exists. Concurrent runs of the same
     key (two flows at once) serialize on a file lock; the second finds the first one's output.
     """
+    called = time.perf_counter()
     artifacts = artifacts_root(root)
     memo = FingerprintMemo(default_memo_path(artifacts))
     fingerprints = input_fingerprints(inputs, memo)
@@ -253,7 +259,7 @@ def run_stage(
     with FileLock(str(directory / f"{key}.lock")):
         finished = load_finished(manifest_path)
         if finished is not None:
-            return finished
+            return replace(finished, elapsed=time.perf_counter() - called)
         _remove_stale_temporaries(directory, key)
         started = time.perf_counter()
         output = compute()
@@ -292,7 +298,8 @@ def run_stage(
             "host": socket.gethostname(),
         }
         atomic_write_text(json.dumps(manifest, indent=2), manifest_path)
-        return _result_from_manifest(manifest, manifest_path, cached=False)
+        result = _result_from_manifest(manifest, manifest_path, cached=False)
+        return replace(result, elapsed=time.perf_counter() - called)
 
 
 def _describe_paths(value: Any) -> Any:

@@ -468,5 +468,18 @@ def test_cli_prints_paths_and_counts(tmp_path, capsys):
     assert str(tmp_path / "c" / "imagerewarddb") in printed
     assert "imagerewarddb_train_prompts = 96" in printed
     assert json.loads((tmp_path / "c" / "corpus.json").read_text())["config"]["seed"] == 2
-    with pytest.raises(SystemExit, match="exact/near copies"):
-        cli.main(["--out", str(tmp_path / "d"), "--prompts", "40"])
+    with pytest.raises(SystemExit, match="n_prompts must be >= 3"):
+        cli.main(["--out", str(tmp_path / "d"), "--prompts", "2"])
+
+
+def test_with_prompts_scales_the_benchmarks_so_small_corpora_stay_valid():
+    small = DemoCorpusConfig.with_prompts(40, seed=1)
+    assert small.n_prompts == 40 and small.seed == 1
+    assert small.benchmark_copies() <= small.split_sizes()["train"]
+    # 40 / 1000 of the default sizes, at least 10 of each: 200 -> 10 (floor), 400 -> 16, 40 -> 10 (floor)
+    assert (small.mjbench_alignment_pairs, small.unsafebench_train, small.tifa_texts) == (10, 16, 10)
+    big = DemoCorpusConfig.with_prompts(2000)
+    assert big.mjbench_alignment_pairs == 2 * DemoCorpusConfig().mjbench_alignment_pairs
+    assert DemoCorpusConfig.with_prompts(1000) == DemoCorpusConfig()
+    with pytest.raises(ValueError, match="exact/near copies"):
+        DemoCorpusConfig(n_prompts=40)

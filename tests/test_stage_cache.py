@@ -153,8 +153,8 @@ KILLED_WRITER = textwrap.dedent(
     from pathlib import Path
     import polars as pl
     from tasks import cache
-    sys.path.insert(0, {tests!r})
-    import test_stage_cache as t
+    sys.path.insert(0, {repo!r})
+    from tests import test_stage_cache as t
 
     real_write = pl.DataFrame.write_parquet
 
@@ -172,7 +172,7 @@ KILLED_WRITER = textwrap.dedent(
 
 def test_a_run_killed_while_writing_leaves_no_finished_output(tmp_path: Path, source: Path) -> None:
     root = tmp_path / "art"
-    script = KILLED_WRITER.format(tests=str(Path(__file__).parent), source=str(source), root=str(root))
+    script = KILLED_WRITER.format(repo=str(Path(__file__).parents[1]), source=str(source), root=str(root))
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "WRITING"
@@ -180,12 +180,14 @@ def test_a_run_killed_while_writing_leaves_no_finished_output(tmp_path: Path, so
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     stage_dir = root / "toy"
-    assert list(stage_dir.glob("*.tmp-*")), "the killed run was writing a temporary file"
+    leftovers = list(stage_dir.glob("*.tmp-*"))
+    assert leftovers, "the killed run was writing a temporary file"
     assert not list(stage_dir.glob("*.json")) and not list(stage_dir.glob("*[0-9a-f].parquet"))
 
     calls: list[int] = []
     resumed = run(source, root, calls)  # the lock file left behind does not block: the OS released it
     assert not resumed.cached and calls == [1]
+    assert all(path.name.startswith(resumed.key) for path in leftovers), "same key as the killed run"
     assert pl.read_parquet(resumed.path)["y"].to_list() == [2, 4, 6]
     assert not list(stage_dir.glob("*.tmp-*")), "stale temporaries are cleaned up"
     clean_root = tmp_path / "clean"

@@ -1,0 +1,285 @@
+"""Train stage: assembled training Parquet → a trained perspective folder (safetensors + JSON).
+
+Keyed like every stage (:mod:`tasks.cache`): the key hashes the stage version, the code of the
+training library, the job's settings and the content fingerprints of its inputs (the training and
+validation tables — for a stage output, its upstream key — and a local base-model folder). Output::
+
+    ARTIFACTS/train/<key>/               the perspective folder (see reward.checkpoint)
+    ARTIFACTS/train/<key>.json           manifest, written last: the stage is finished iff it exists
+    ARTIFACTS/train/<key>.checkpoints/   resumable Trainer checkpoints while training (removed after)
+
+Training writes into ``<key>.tmp-<id>/`` and renames it into place, so a killed run never leaves a
+folder a later run takes for finished; the later run resumes from the newest checkpoint instead.
+With ``num_processes > 1`` the job runs under ``accelerate launch`` (several GPUs), else in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+import reward.backbones.adapters
+import reward.backbones.backbone
+import reward.backbones.features
+import reward.checkpoint
+import reward.config
+import reward.data
+import reward.heads
+import reward.losses
+import reward.model
+import reward.training
+from reward.checkpoint import CONFIG_NAME, read_reward_config
+from reward.training import TrainingJob, train_reward_model
+from tasks.cache import (
+    MAIN,
+    MANIFEST_VERSION,
+    Stage,
+    StageResult,
+    artifacts_root,
+    atomic_write_text,
+    input_fingerprints,
+    stage_key,
+)
+from tasks.fingerprint import FingerprintMemo, default_memo_path
+from tasks.prefect_stage import log_stage
+
+TRAIN = Stage(
+    "train",
+    1,
+    (
+        sys.modules[__name__],
+        reward.training,
+        reward.data,
+        reward.model,
+        reward.heads,
+        reward.losses,
+        reward.checkpoint,
+        reward.config,
+        reward.backbones.backbone,
+        reward.backbones.adapters,
+        reward.backbones.features,
+    ),
+)
+TINY_BACKBONE_DIR = "tiny-backbone"
+
+
+def _local_backbone(job: TrainingJob) -> Path | None:
+    path = Path(job.backbone.name_or_path).expanduser()
+    return path.resolve() if path.is_dir() else None
+
+
+def _key_material(job: TrainingJob, num_processes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(parameters, inputs) that identify a training run; paths of inputs are fingerprinted, not hashed."""
+    params = job.to_dict()
+    for name in ("train_data", "eval_data", "data_key"):
+        params.pop(name)
+    backbone = _local_backbone(job)
+    if backbone is not None:
+        params["backbone"] = {**params["backbone"], "name_or_path": None}
+    params["num_processes"] = num_processes
+    inputs = {"train": job.train_data, "validation": job.eval_data, "backbone": backbone}
+    return params, inputs
+
+
+def _result(manifest: dict[str, Any], manifest_path: Path, *, cached: bool) -> StageResult:
+    outputs = manifest["outputs"]
+    return StageResult(
+        stage=manifest["stage"],
+        key=manifest["key"],
+        paths={name: entry["path"] for name, entry in outputs.items()},
+        manifest_path=str(manifest_path),
+        cached=cached,
+        rows_in=manifest["rows_in"],
+        rows_kept=manifest["rows_kept"],
+        rows_rejected=manifest["rows_rejected"],
+        rows_out={name: entry["rows"] for name, entry in outputs.items()},
+        seconds=manifest["seconds"],
+        stats=manifest.get("stats", {}),
+    )
+
+
+def load_finished_model(manifest_path: Path) -> StageResult | None:
+    """The finished training run behind ``manifest_path``, or None if absent or incomplete."""
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if not (Path(manifest["outputs"][MAIN]["path"]) / CONFIG_NAME).is_file():
+        return None
+    return _result(manifest, manifest_path, cached=True)
+
+
+def accelerate_command(
+    job_path: Path, output: Path, checkpoints: Path, *, num_processes: int, resume: bool
+) -> list[str]:
+    """The ``accelerate launch`` command line that runs a job file on ``num_processes`` devices."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+        "-m", "reward.cli", "train", "--job", str(job_path), "--output", str(output),
+        "--checkpoint-dir", str(checkpoints),
+    ]  # fmt: skip
+    return [*command, "--resume"] if resume else command
+
+
+def _run(job: TrainingJob, staging: Path, checkpoints: Path, *, num_processes: int, resume: bool) -> None:
+    if num_processes <= 1:
+        train_reward_model(job, staging, checkpoint_dir=checkpoints, resume_from_checkpoint=True if resume else None)
+        return
+    job_path = checkpoints.with_name(f"{checkpoints.name}.job.json")
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    job.to_json(job_path)
+    command = accelerate_command(job_path, staging, checkpoints, num_processes=num_processes, resume=resume)
+    completed = subprocess.run(command, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"training under accelerate failed with exit status {completed.returncode}: {command}")
+
+
+def train(
+    job: TrainingJob,
+    *,
+    num_processes: int = 1,
+    keep_checkpoints: bool = False,
+    root: str | Path | None = None,
+) -> StageResult:
+    """Stage: train ``job`` unless a finished run with the same key exists; returns its model folder.
+
+    ``job.data_key`` defaults to the training table's fingerprint (for a stage output, its key).
+    """
+    artifacts = artifacts_root(root)
+    memo = FingerprintMemo(default_memo_path(artifacts))
+    params, inputs = _key_material(job, num_processes)
+    fingerprints = input_fingerprints(inputs, memo)
+    key = stage_key(TRAIN, params, fingerprints)
+    directory = artifacts / TRAIN.name
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest_path = directory / f"{key}.json"
+    final = directory / key
+    checkpoints = directory / f"{key}.checkpoints"
+    job = replace(job, data_key=job.data_key or fingerprints["train"])
+
+    with FileLock(str(directory / f"{key}.lock")):
+        finished = load_finished_model(manifest_path)
+        if finished is not None:
+            return finished
+        for leftover in directory.glob(f"{key}.tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        staging = directory / f"{key}.tmp-{uuid.uuid4().hex}"
+        resume = any(checkpoints.glob("checkpoint-*"))
+        started = time.perf_counter()
+        try:
+            _run(job, staging, checkpoints, num_processes=num_processes, resume=resume)
+            if final.exists():  # a previous run renamed its folder but died before its manifest
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        config = read_reward_config(final)
+        rows = int(config.training_data.get("train_rows") or 0)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "stage": TRAIN.name,
+            "stage_version": TRAIN.version,
+            "key": key,
+            "code": TRAIN.code_hash(),
+            "params": params,
+            "inputs": {
+                name: {"path": None if value is None else str(Path(value).resolve()), "fingerprint": fingerprints[name]}
+                for name, value in inputs.items()
+            },
+            "outputs": {MAIN: {"path": str(final), "rows": rows}},
+            "rows_in": rows,
+            "rows_kept": rows,
+            "rows_rejected": 0,
+            "stats": {
+                "perspective": config.perspective,
+                "resumed": resume,
+                "trainable_fraction": config.trainable_fraction,
+                "parameters": config.parameters,
+                "global_step": config.training.get("global_step"),
+                "metrics": config.training.get("metrics", {}),
+                "stopped_by_time_budget": config.training.get("stopped_by_time_budget"),
+            },
+            "seconds": round(time.perf_counter() - started, 4),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+        }
+        atomic_write_text(json.dumps(manifest, indent=2, default=str), manifest_path)
+        if not keep_checkpoints:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            checkpoints.with_name(f"{checkpoints.name}.job.json").unlink(missing_ok=True)
+        return _result(manifest, manifest_path, cached=False)
+
+
+def tiny_backbone(*, arch: str = "llava", seed: int = 0, root: str | Path | None = None) -> Path:
+    """A tiny random-weight backbone (:mod:`reward.tiny`) under the artifact root, built once, atomically."""
+    from reward.tiny import build_tiny_backbone
+
+    directory = artifacts_root(root) / TINY_BACKBONE_DIR
+    final = directory / f"{arch}-seed{seed}"
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory / f"{final.name}.lock")):
+        if (final / "config.json").is_file():
+            return final
+        staging = directory / f"{final.name}.tmp-{uuid.uuid4().hex}"
+        try:
+            build_tiny_backbone(staging, arch, seed=seed)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+@contextmanager
+def forward_logs(name: str, target: logging.Logger | logging.LoggerAdapter) -> Iterator[None]:
+    """Send INFO+ records of logger ``name`` (e.g. training progress) to ``target`` while inside."""
+
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            target.log(record.levelno, record.getMessage())
+
+    source = logging.getLogger(name)
+    handler, level = Forward(logging.INFO), source.level
+    source.addHandler(handler)
+    source.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
+        source.setLevel(level)
+
+
+@task(name="train-reward-model", cache_policy=NO_CACHE, persist_result=False)
+def train_task(
+    job: TrainingJob, *, num_processes: int = 1, keep_checkpoints: bool = False, root: str | None = None
+) -> StageResult:
+    """The train stage as a Prefect task: progress (steps, loss, accuracy) goes to the run log."""
+    with forward_logs("reward", get_run_logger()):
+        result = train(job, num_processes=num_processes, keep_checkpoints=keep_checkpoints, root=root)
+    log_stage(result)
+    return result
+
+
+@task(name="tiny-backbone", cache_policy=NO_CACHE, persist_result=False)
+def tiny_backbone_task(arch: str = "llava", seed: int = 0, root: str | None = None) -> str:
+    """The demo's tiny random-weight backbone folder (built on first use)."""
+    folder = tiny_backbone(arch=arch, seed=seed, root=root)
+    get_run_logger().info("tiny %s backbone ready at %s", arch, folder)
+    return str(folder)

@@ -68,6 +68,19 @@ SAFETY_SCHEMA: dict[str, pl.DataType] = {
     **PROVENANCE,
 }
 
+#: One row per rated image of a TIFA160-style benchmark. ``human_scores``: the annotators' 1-5 Likert
+#: scores; ``human_avg``: their mean (both null for a prompt listing without scores).
+TIFA_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String(),
+    "text_id": pl.String(),
+    "model": pl.String(),
+    "prompt": pl.String(),
+    "image_uri": pl.String(),
+    "human_avg": pl.Float64(),
+    "human_scores": pl.List(pl.Int8()),
+    **PROVENANCE,
+}
+
 #: A rejected input row: which stage rejected it, where it came from, which field and why.
 REJECTS_SCHEMA: dict[str, pl.DataType] = {
     "stage": pl.String(),

@@ -40,18 +40,25 @@ def test_nearest_matches_a_brute_force_loop() -> None:
         distances = [Levenshtein.normalized_distance(query, choice) for choice in choices]
         best = min(range(len(choices)), key=distances.__getitem__)
         if distances[best] <= 0.35:
-            assert nearest.index[i] == best and nearest.distance[i] == pytest.approx(distances[best], abs=1e-6)
+            assert nearest.index[i] == best and nearest.distance[i] == pytest.approx(
+                distances[best], abs=1e-6
+            )
         else:
             assert nearest.index[i] == -1 and nearest.distance[i] == 1.0
 
 
 def test_removed_prompts_are_reported_and_their_images_rejected() -> None:
-    ratings = frame({"p1": "Two red circles above a square", "p2": "a blue triangle", "p3": "one green star!"})
+    ratings = frame(
+        {"p1": "Two red circles above a square", "p2": "a blue triangle", "p3": "one green star!"}
+    )
     captions = ["two red circles above a square", "one green star", "something else entirely"]
     kept, removed, rejects = dedup_against_benchmark(ratings, captions, threshold=0.1)
     assert sorted(kept["prompt_id"].unique()) == ["p2"]
     report = {row["prompt_id"]: row for row in removed.iter_rows(named=True)}
-    assert report["p1"]["distance"] == 0.0 and report["p1"]["nearest_caption"] == "two red circles above a square"
+    assert (
+        report["p1"]["distance"] == 0.0
+        and report["p1"]["nearest_caption"] == "two red circles above a square"
+    )
     assert report["p3"]["distance"] == pytest.approx(1 / 15, abs=1e-6)  # one deleted "!" of 15 characters
     assert report["p3"]["images_removed"] == 2
     assert rejects.height == 4 and set(rejects["field"]) == {"prompt"}

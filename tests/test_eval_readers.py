@@ -16,9 +16,9 @@ from sklearn.model_selection import train_test_split
 
 from data.readers.common import ReaderError
 from data.readers.smid import SmidLabelRule, read_smid, read_smid_json, read_smid_norms
-from data.readers.tifa import TIFA_SCHEMA, read_tifa
+from data.readers.tifa import read_tifa
 from data.readers.unsafe_diffusion import HoldoutSplit, read_unsafe_diffusion
-from data.schemas import REJECTS_SCHEMA, SAFETY_SCHEMA
+from data.schemas import REJECTS_SCHEMA, SAFETY_SCHEMA, TIFA_SCHEMA
 
 
 def assert_accounted(result, rows_in: int) -> None:

@@ -38,13 +38,19 @@ def test_each_kind_of_bad_row_is_quarantined_with_its_reason(tmp_path: Path) -> 
     assert by_row[4]["field"] == "fidelity_rating" and "outside [1.0, 7.0]" in by_row[4]["reason"]
     assert by_row[5]["field"] == "overall_rating" and by_row[5]["reason"] == "overall_rating is NaN"
     assert by_row[6]["field"] == "prompt" and by_row[6]["reason"] == "prompt is empty"
-    assert by_row[7]["field"] == "image_id" and "first seen in" in by_row[7]["reason"] and "row 0" in by_row[7]["reason"]
+    assert (
+        by_row[7]["field"] == "image_id"
+        and "first seen in" in by_row[7]["reason"]
+        and "row 0" in by_row[7]["reason"]
+    )
 
 
 def test_a_truncated_image_passes_the_header_check_but_not_the_decode_check(tmp_path: Path) -> None:
     full = webp_bytes((10, 200, 30), size=64)
     truncated = full[: len(full) // 2]
-    root = imagerewarddb_root(tmp_path / "irdb", [{"image_id": "t"}, {"image_id": "ok"}], image_bytes={"t": truncated})
+    root = imagerewarddb_root(
+        tmp_path / "irdb", [{"image_id": "t"}, {"image_id": "ok"}], image_bytes={"t": truncated}
+    )
     header = ingest_ratings(root, image_check="header", root=tmp_path / "art")
     decode = ingest_ratings(root, image_check="decode", root=tmp_path / "art")
     assert header.key != decode.key

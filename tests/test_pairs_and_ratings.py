@@ -55,13 +55,22 @@ def test_unknown_perspective_is_refused() -> None:
 
 def test_pairs_exclude_ties_and_choose_the_higher_score() -> None:
     frame = ratings_frame(
-        [("p", "a", 7.0, 1), ("p", "b", 5.0, 2), ("p", "c", 5.0, 2), ("q", "d", 4.0, 1), ("r", "e", 3.0, 1),
-         ("r", "f", 3.0, 1)]
+        [
+            ("p", "a", 7.0, 1),
+            ("p", "b", 5.0, 2),
+            ("p", "c", 5.0, 2),
+            ("q", "d", 4.0, 1),
+            ("r", "e", 3.0, 1),
+            ("r", "f", 3.0, 1),
+        ]
     )
     scored, _ = score_perspective(frame, "alignment")
     pairs, rejects, counts = preference_pairs(scored)
     assert counts == {"combinations": 4, "ties": 2, "pairs": 2}
-    assert sorted(zip(pairs["chosen_image_id"], pairs["rejected_image_id"], strict=True)) == [("a", "b"), ("a", "c")]
+    assert sorted(zip(pairs["chosen_image_id"], pairs["rejected_image_id"], strict=True)) == [
+        ("a", "b"),
+        ("a", "c"),
+    ]
     assert (pairs["chosen_score"] > pairs["rejected_score"]).all()
     assert (pairs["chosen_prompt"] == pairs["rejected_prompt"]).all()
     reasons = dict(zip(rejects["record_id"], rejects["reason"], strict=True))
@@ -101,6 +110,13 @@ def test_imagereward_test_json_yields_the_published_pair_counts(real_data: Path,
     assert result.stats == {"combinations": 7230, "ties": 831, "pairs": 6399}
     pairs = result.read()
     assert pairs.height == 6399 and pairs["pair_id"].n_unique() == 6399
-    rank_of = {(item["id"], Path(g).stem): r for item in items for g, r in zip(item["generations"], item["ranking"])}
+    rank_of = {
+        (item["id"], Path(generation).stem): rank
+        for item in items
+        for generation, rank in zip(item["generations"], item["ranking"], strict=True)
+    }
     for row in pairs.head(200).iter_rows(named=True):
-        assert rank_of[(row["prompt_id"], row["chosen_image_id"])] < rank_of[(row["prompt_id"], row["rejected_image_id"])]
+        assert (
+            rank_of[(row["prompt_id"], row["chosen_image_id"])]
+            < rank_of[(row["prompt_id"], row["rejected_image_id"])]
+        )

@@ -40,7 +40,9 @@ def source(tmp_path: Path) -> Path:
 
 
 def run(source: Path, root: Path, calls: list[int], *, factor: int = 2, stage: Stage = STAGE):
-    return run_stage(stage, params={"factor": factor}, inputs={"table": source}, compute=doubling(source, calls), root=root)
+    return run_stage(
+        stage, params={"factor": factor}, inputs={"table": source}, compute=doubling(source, calls), root=root
+    )
 
 
 def test_first_run_computes_second_run_reuses(tmp_path: Path, source: Path) -> None:
@@ -98,7 +100,9 @@ def test_code_change_invalidates(tmp_path: Path, source: Path, monkeypatch: pyte
 def test_downstream_fingerprint_of_a_stage_output_is_its_key(tmp_path: Path, source: Path) -> None:
     calls: list[int] = []
     upstream = run(source, tmp_path / "art", calls)
-    fingerprints = cache.input_fingerprints({"t": upstream.path}, cache.FingerprintMemo(tmp_path / "memo.sqlite"))
+    fingerprints = cache.input_fingerprints(
+        {"t": upstream.path}, cache.FingerprintMemo(tmp_path / "memo.sqlite")
+    )
     assert fingerprints["t"] == f"stage:toy:{upstream.key}:main"
 
 
@@ -130,12 +134,21 @@ def test_lost_rows_raise_an_accounting_error(tmp_path: Path) -> None:
 
 def test_rejects_are_counted(tmp_path: Path) -> None:
     rejects = pl.DataFrame(
-        {"stage": ["toy"], "source_file": ["f"], "source_row": [2], "record_id": ["c"], "field": ["x"], "reason": ["bad"]},
+        {
+            "stage": ["toy"],
+            "source_file": ["f"],
+            "source_row": [2],
+            "record_id": ["c"],
+            "field": ["x"],
+            "reason": ["bad"],
+        },
         schema=REJECTS_SCHEMA,
     )
 
     def compute() -> StageOutput:
-        return StageOutput(tables={MAIN: pl.DataFrame({"x": [1, 2]}), REJECTS: rejects}, rows_in=3, rows_kept=2)
+        return StageOutput(
+            tables={MAIN: pl.DataFrame({"x": [1, 2]}), REJECTS: rejects}, rows_in=3, rows_kept=2
+        )
 
     result = run_stage(STAGE, params={}, inputs={}, compute=compute, root=tmp_path)
     assert (result.rows_in, result.rows_kept, result.rows_rejected) == (3, 2, 1)
@@ -144,7 +157,9 @@ def test_rejects_are_counted(tmp_path: Path) -> None:
 
 def test_missing_input_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
-        run_stage(STAGE, params={}, inputs={"t": tmp_path / "nope.parquet"}, compute=lambda: None, root=tmp_path)
+        run_stage(
+            STAGE, params={}, inputs={"t": tmp_path / "nope.parquet"}, compute=lambda: None, root=tmp_path
+        )
 
 
 KILLED_WRITER = textwrap.dedent(

@@ -510,3 +510,16 @@ class RejectLog:
 
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame(self.rows, schema=REJECTS_SCHEMA) if self.rows else empty_frame(REJECTS_SCHEMA)
+
+
+def read_csv_as_text(path: Path) -> pl.DataFrame:
+    """Every column of a CSV as strings (empty fields null) plus ``source_row``; errors name the file."""
+    try:
+        frame = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.NoDataError as exc:
+        raise ReaderError(f"{path}: no rows") from exc
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ReaderError(f"{path}: cannot read CSV ({exc})") from exc
+    if frame.height == 0:
+        raise ReaderError(f"{path}: no rows")
+    return frame.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))

@@ -37,6 +37,7 @@ from data.readers.common import (
     load_json_records,
     parse_fields,
     parse_text,
+    read_csv_as_text,
     show_value,
     split_from_name,
     split_rejects,
@@ -157,19 +158,6 @@ def _label(value: Any) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Norms CSV
-
-
-def read_csv_as_text(path: Path) -> pl.DataFrame:
-    """Every column of a CSV as strings (empty fields null) plus ``source_row``; errors name the file."""
-    try:
-        frame = pl.read_csv(path, infer_schema=False)
-    except pl.exceptions.NoDataError as exc:
-        raise ReaderError(f"{path}: no rows") from exc
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ReaderError(f"{path}: cannot read CSV ({exc})") from exc
-    if frame.height == 0:
-        raise ReaderError(f"{path}: no rows")
-    return frame.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
 
 
 def read_smid_norms(

@@ -36,20 +36,7 @@ from data.readers.common import (
     parse_fields,
     show_value,
 )
-from data.schemas import PROVENANCE, conform
-
-#: One row per rated image. ``human_scores``: the annotators' 1-5 Likert scores; ``human_avg``:
-#: their mean (both null for a prompt listing without scores).
-TIFA_SCHEMA: dict[str, pl.DataType] = {
-    "item_id": pl.String(),
-    "text_id": pl.String(),
-    "model": pl.String(),
-    "prompt": pl.String(),
-    "image_uri": pl.String(),
-    "human_avg": pl.Float64(),
-    "human_scores": pl.List(pl.Int8()),
-    **PROVENANCE,
-}
+from data.schemas import TIFA_SCHEMA, conform
 
 SCORE_RANGE = (1, 5)
 SCORE_FIELDS = ("human_scores", "human_avg")

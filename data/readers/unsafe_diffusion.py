@@ -42,9 +42,9 @@ from data.readers.common import (
     as_text,
     existing_path,
     parse_fields,
+    read_csv_as_text,
     show_value,
 )
-from data.readers.smid import read_csv_as_text
 from data.schemas import SAFETY_SCHEMA, conform
 
 SOURCE = "Unsafe Diffusion"

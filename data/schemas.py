@@ -136,3 +136,29 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], *, where: str) 
 
 class SchemaError(ValueError):
     """A table does not have the columns or types a stage needs."""
+
+
+#: Every normalized schema, by the name the docs use.
+ALL_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "RATINGS_SCHEMA": RATINGS_SCHEMA,
+    "BENCHMARK_PAIRS_SCHEMA": BENCHMARK_PAIRS_SCHEMA,
+    "SAFETY_SCHEMA": SAFETY_SCHEMA,
+    "TIFA_SCHEMA": TIFA_SCHEMA,
+    "REJECTS_SCHEMA": REJECTS_SCHEMA,
+    "PAIRS_SCHEMA": PAIRS_SCHEMA,
+    "TRAINING_PAIRS_SCHEMA": TRAINING_PAIRS_SCHEMA,
+    "TRAINING_UNPAIRED_SCHEMA": TRAINING_UNPAIRED_SCHEMA,
+}
+
+
+def schema_markdown() -> str:
+    """The column tables of docs/DATA.md (a test keeps that file in step with this module)."""
+    sections = []
+    for name, schema in ALL_SCHEMAS.items():
+        rows = "\n".join(f"| `{column}` | `{dtype}` |" for column, dtype in schema.items())
+        sections.append(f"### `{name}`\n\n| column | polars type |\n|---|---|\n{rows}\n")
+    return "\n".join(sections)
+
+
+if __name__ == "__main__":
+    print(schema_markdown())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -69,6 +70,17 @@ def test_alignment_flow_builds_cached_and_invalidated_stages(demo_corpus: Path, 
 
     markdown = Artifact.get("build-alignment-data-outputs")
     assert markdown is not None and changed["train"] in markdown.data
+    assert_every_table_opens(Path(art))
+
+
+def assert_every_table_opens(root: Path) -> None:
+    """Every stage table opens with polars, pyarrow and duckdb, with the same row count."""
+    tables = sorted(root.glob("*/*.parquet"))
+    assert len(tables) >= 20
+    for path in tables:
+        rows = pl.read_parquet(path).height
+        assert pq.read_table(path).num_rows == rows
+        assert duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall() == [(rows,)]
 
 
 @pytest.mark.parametrize("flow", [build_fidelity_data, build_ranking_data])

@@ -31,6 +31,30 @@ class Check:
     reason: pl.Expr
 
 
+def reject_rows(
+    rows: pl.DataFrame,
+    *,
+    stage: str,
+    field: str | pl.Expr,
+    reason: str | pl.Expr,
+    id_column: str = "image_id",
+) -> pl.DataFrame:
+    """``rows`` as a rejects table: provenance from their ``source_file`` / ``source_row`` columns, the
+    record id from ``id_column``, and the ``field`` and ``reason`` (strings or expressions)."""
+
+    def value(item: str | pl.Expr) -> pl.Expr:
+        return pl.lit(item) if isinstance(item, str) else item
+
+    return rows.select(
+        pl.lit(stage).alias("stage"),
+        pl.col("source_file"),
+        pl.col("source_row"),
+        pl.col(id_column).cast(pl.String).alias("record_id"),
+        value(field).alias("field"),
+        value(reason).alias("reason"),
+    ).cast(REJECTS_SCHEMA)
+
+
 def _apply_checks(
     table: pl.DataFrame, checks: Sequence[Check], *, stage: str, id_column: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -40,15 +64,13 @@ def _apply_checks(
         reason = pl.when(check.bad.fill_null(False)).then(check.reason).otherwise(reason)
         field = pl.when(check.bad.fill_null(False)).then(pl.lit(check.field)).otherwise(field)
     marked = table.with_columns(reason.alias(_REASON), field.alias(_FIELD))
-    rejected = marked.filter(pl.col(_REASON).is_not_null())
-    rejects = rejected.select(
-        pl.lit(stage).alias("stage"),
-        pl.col("source_file"),
-        pl.col("source_row"),
-        pl.col(id_column).cast(pl.String).alias("record_id"),
-        pl.col(_FIELD).alias("field"),
-        pl.col(_REASON).alias("reason"),
-    ).cast(REJECTS_SCHEMA)
+    rejects = reject_rows(
+        marked.filter(pl.col(_REASON).is_not_null()),
+        stage=stage,
+        field=pl.col(_FIELD),
+        reason=pl.col(_REASON),
+        id_column=id_column,
+    )
     valid = marked.filter(pl.col(_REASON).is_null()).drop(_REASON, _FIELD)
     return valid, rejects
 
@@ -103,6 +125,26 @@ def _image_check(column: str, problems: dict[str, str]) -> Check:
     return Check(column, reason.is_not_null(), reason)
 
 
+def _reject_unreadable(
+    valid: pl.DataFrame,
+    rejects: pl.DataFrame,
+    columns: Sequence[str],
+    mode: ImageCheck,
+    *,
+    stage: str,
+    id_column: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Move the rows of ``valid`` whose image in any of ``columns`` is unreadable to ``rejects``."""
+    for column in columns:
+        problems = image_problems(valid[column].to_list(), mode)
+        if problems:
+            valid, unreadable = _apply_checks(
+                valid, [_image_check(column, problems)], stage=stage, id_column=id_column
+            )
+            rejects = pl.concat([rejects, unreadable])
+    return valid, rejects
+
+
 def validate_ratings(
     table: pl.DataFrame,
     *,
@@ -124,13 +166,7 @@ def validate_ratings(
         Check("rank", pl.col("rank") < 1, pl.format("rank = {} is below 1", pl.col("rank"))),
     ]
     valid, rejects = _apply_checks(table, checks, stage=stage, id_column="image_id")
-    problems = image_problems(valid["image_uri"].to_list(), image_check)
-    if problems:
-        valid, image_rejects = _apply_checks(
-            valid, [_image_check("image_uri", problems)], stage=stage, id_column="image_id"
-        )
-        rejects = pl.concat([rejects, image_rejects])
-    return valid, rejects
+    return _reject_unreadable(valid, rejects, ["image_uri"], image_check, stage=stage, id_column="image_id")
 
 
 def validate_benchmark_pairs(
@@ -147,14 +183,9 @@ def validate_benchmark_pairs(
         ),
     ]
     valid, rejects = _apply_checks(table, checks, stage=stage, id_column="item_id")
-    if image_check != "none":
-        for column in ("image0_uri", "image1_uri"):
-            problems = image_problems(valid[column].to_list(), image_check)
-            valid, image_rejects = _apply_checks(
-                valid, [_image_check(column, problems)], stage=stage, id_column="item_id"
-            )
-            rejects = pl.concat([rejects, image_rejects])
-    return valid, rejects
+    return _reject_unreadable(
+        valid, rejects, ["image0_uri", "image1_uri"], image_check, stage=stage, id_column="item_id"
+    )
 
 
 def validate_safety(
@@ -172,10 +203,4 @@ def validate_safety(
         ),
     ]
     valid, rejects = _apply_checks(table, checks, stage=stage, id_column="item_id")
-    problems = image_problems(valid["image_uri"].to_list(), image_check)
-    if problems:
-        valid, image_rejects = _apply_checks(
-            valid, [_image_check("image_uri", problems)], stage=stage, id_column="item_id"
-        )
-        rejects = pl.concat([rejects, image_rejects])
-    return valid, rejects
+    return _reject_unreadable(valid, rejects, ["image_uri"], image_check, stage=stage, id_column="item_id")

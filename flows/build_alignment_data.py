@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from data.validate import ImageCheck
-from flows.common import publish_run_artifacts, rating_pairs_stages, resolve_demo_default
+from flows.common import finish_build, rating_pairs_stages, resolve_demo_default
 from tasks.assemble import assemble_pairs_task
 from tasks.dedup import DEFAULT_THRESHOLD
 from tasks.embed import ClipSpec, embed_task
@@ -69,12 +69,7 @@ def build_alignment_data(
     stages["assemble"] = assemble_pairs_task(
         pair_tables, seed=seed, validation_fraction=validation_fraction, root=artifacts_dir
     )
-    outputs = {
-        "train": stages["assemble"].paths["main"],
-        "validation": stages["assemble"].paths["validation"],
-    }
-    publish_run_artifacts(FLOW_NAME, stages, outputs)
-    return outputs
+    return finish_build(FLOW_NAME, stages)
 
 
 if __name__ == "__main__":

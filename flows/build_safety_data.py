@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from data.validate import ImageCheck
-from flows.common import demo_corpus_task, publish_run_artifacts
+from flows.common import demo_corpus_task, finish_build
 from tasks.assemble import assemble_unpaired_task
 from tasks.ingest import ingest_safety_task
 
@@ -43,12 +43,7 @@ def build_safety_data(
     stages["assemble"] = assemble_unpaired_task(
         stages["ingest_safety"].path, seed=seed, validation_fraction=validation_fraction, root=artifacts_dir
     )
-    outputs = {
-        "train": stages["assemble"].paths["main"],
-        "validation": stages["assemble"].paths["validation"],
-    }
-    publish_run_artifacts(FLOW_NAME, stages, outputs)
-    return outputs
+    return finish_build(FLOW_NAME, stages)
 
 
 if __name__ == "__main__":

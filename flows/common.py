@@ -44,9 +44,7 @@ def demo_corpus_task(artifacts_dir: str | None, prompts: int | None, seed: int) 
     """Generate the demo corpus under the artifact root, or reuse it when it is already there."""
     from data.demo import DemoCorpusConfig, generate_demo_corpus
 
-    config = (
-        DemoCorpusConfig(seed=seed) if prompts is None else DemoCorpusConfig.with_prompts(prompts, seed)
-    )
+    config = DemoCorpusConfig(seed=seed) if prompts is None else DemoCorpusConfig.with_prompts(prompts, seed)
     suffix = f"seed{seed}" + ("" if prompts is None else f"-{prompts}p")
     root = artifacts_root(artifacts_dir) / DEMO_DIR / suffix
     generate_demo_corpus(root, config)
@@ -121,6 +119,14 @@ def publish_run_artifacts(
     logger.info("%d of %d stages cached", cached, len(stages))
 
 
+def finish_build(flow_name: str, stages: Mapping[str, StageResult]) -> dict[str, str]:
+    """Publish the run's artifacts and return the train / validation paths of its ``assemble`` stage."""
+    assembled = stages["assemble"]
+    outputs = {"train": assembled.paths["main"], "validation": assembled.paths["validation"]}
+    publish_run_artifacts(flow_name, stages, outputs)
+    return outputs
+
+
 def resolve_demo_default(
     imagereward_path: str | None,
     benchmark_path: str | None,
@@ -170,9 +176,4 @@ def build_rating_perspective(
     stages["assemble"] = assemble_pairs_task(
         [stages["pairs"].path], seed=seed, validation_fraction=validation_fraction, root=artifacts_dir
     )
-    outputs = {
-        "train": stages["assemble"].paths["main"],
-        "validation": stages["assemble"].paths["validation"],
-    }
-    publish_run_artifacts(flow_name, stages, outputs)
-    return outputs
+    return finish_build(flow_name, stages)

@@ -63,6 +63,26 @@ def assemble_pair_tables(
     return shuffled.with_columns(split).select(list(TRAINING_PAIRS_SCHEMA))
 
 
+def _split_output(assembled: pl.DataFrame, *, rows_in: int, counted_by: str, unit: str) -> StageOutput:
+    """Train rows as the main table, validation rows as table ``validation``, with counts per split and
+    per value of ``counted_by`` (over both splits)."""
+    train = assembled.filter(pl.col("split") == "train")
+    validation = assembled.filter(pl.col("split") == "validation")
+    counts = {
+        str(row[counted_by]): row["len"] for row in assembled.group_by(counted_by).len().iter_rows(named=True)
+    }
+    return StageOutput(
+        tables={MAIN: train, "validation": validation},
+        rows_in=rows_in,
+        rows_kept=assembled.height,
+        stats={
+            f"train_{unit}": train.height,
+            f"validation_{unit}": validation.height,
+            f"by_{counted_by}": counts,
+        },
+    )
+
+
 def assemble_pairs(
     pair_paths: Sequence[str | Path],
     *,
@@ -76,20 +96,7 @@ def assemble_pairs(
     def compute() -> StageOutput:
         tables = [pl.read_parquet(path) for path in pair_paths]
         assembled = assemble_pair_tables(tables, seed=seed, validation_fraction=validation_fraction)
-        train = assembled.filter(pl.col("split") == "train")
-        validation = assembled.filter(pl.col("split") == "validation")
-        return StageOutput(
-            tables={MAIN: train, "validation": validation},
-            rows_in=assembled.height,
-            rows_kept=assembled.height,
-            stats={
-                "train_pairs": train.height,
-                "validation_pairs": validation.height,
-                "by_kind": {
-                    row["kind"]: row["len"] for row in assembled.group_by("kind").len().iter_rows(named=True)
-                },
-            },
-        )
+        return _split_output(assembled, rows_in=assembled.height, counted_by="kind", unit="pairs")
 
     return run_stage(
         ASSEMBLE_PAIRS,
@@ -117,21 +124,7 @@ def assemble_unpaired(
         assembled = (
             shuffled.with_columns(split).select(list(TRAINING_UNPAIRED_SCHEMA)).cast(TRAINING_UNPAIRED_SCHEMA)
         )
-        train = assembled.filter(pl.col("split") == "train")
-        validation = assembled.filter(pl.col("split") == "validation")
-        label_counts = {
-            str(row["label"]): row["len"] for row in train.group_by("label").len().iter_rows(named=True)
-        }
-        return StageOutput(
-            tables={MAIN: train, "validation": validation},
-            rows_in=rows.height,
-            rows_kept=assembled.height,
-            stats={
-                "train_rows": train.height,
-                "validation_rows": validation.height,
-                "train_labels": label_counts,
-            },
-        )
+        return _split_output(assembled, rows_in=rows.height, counted_by="label", unit="rows")
 
     return run_stage(
         ASSEMBLE_UNPAIRED,

@@ -23,12 +23,13 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 import data.schemas
-from data.schemas import REJECTS_SCHEMA
+import data.validate
+from data.validate import reject_rows
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
 
 DEFAULT_THRESHOLD = 0.1
-DEDUP = Stage("dedup", 1, (sys.modules[__name__], data.schemas))
+DEDUP = Stage("dedup", 1, (sys.modules[__name__], data.validate, data.schemas))
 _WHITESPACE = re.compile(r"\s+")
 
 REMOVED_SCHEMA: dict[str, pl.DataType] = {
@@ -109,23 +110,18 @@ def dedup_against_benchmark(
     )
     is_removed = pl.col("prompt_id").is_in(removed["prompt_id"].implode())
     kept = ratings.filter(~is_removed)
-    rejects = (
-        ratings.filter(is_removed)
-        .join(removed.select("prompt_id", "nearest_caption", "distance"), on="prompt_id", how="left")
-        .select(
-            pl.lit("dedup").alias("stage"),
-            "source_file",
-            "source_row",
-            pl.col("image_id").alias("record_id"),
-            pl.lit("prompt").alias("field"),
-            pl.format(
-                "prompt near-duplicate of benchmark caption (normalized Levenshtein {} <= {}): {}",
-                pl.col("distance").round(4),
-                pl.lit(threshold),
-                pl.col("nearest_caption").str.slice(0, 120),
-            ).alias("reason"),
-        )
-        .cast(REJECTS_SCHEMA)
+    rejects = reject_rows(
+        ratings.filter(is_removed).join(
+            removed.select("prompt_id", "nearest_caption", "distance"), on="prompt_id", how="left"
+        ),
+        stage="dedup",
+        field="prompt",
+        reason=pl.format(
+            "prompt near-duplicate of benchmark caption (normalized Levenshtein {} <= {}): {}",
+            pl.col("distance").round(4),
+            pl.lit(threshold),
+            pl.col("nearest_caption").str.slice(0, 120),
+        ),
     )
     return kept, removed, rejects
 

@@ -23,13 +23,14 @@ import polars as pl
 
 import data.images
 import data.schemas
+import data.validate
 from data.images import ImageError, open_image
-from data.schemas import REJECTS_SCHEMA
+from data.validate import reject_rows
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
 
 CONFIG_DIR = Path(__file__).with_name("clip_configs")
-EMBED = Stage("embed", 1, (sys.modules[__name__], data.images, data.schemas))
+EMBED = Stage("embed", 1, (sys.modules[__name__], data.validate, data.images, data.schemas))
 
 
 @dataclass(frozen=True)
@@ -165,18 +166,13 @@ def embed(
         kept = ratings.filter(~failed)
         images = kept.select("image_id", "prompt_id").with_columns(_vectors("embedding", image_vectors))
         text = prompts.with_columns(_vectors("embedding", text_vectors))
-        rejects = (
-            ratings.filter(failed)
-            .with_columns(pl.Series("reason", [failures[i] for i in sorted(failures)], dtype=pl.String))
-            .select(
-                pl.lit("embed").alias("stage"),
-                "source_file",
-                "source_row",
-                pl.col("image_id").alias("record_id"),
-                pl.lit("image_uri").alias("field"),
-                "reason",
-            )
-            .cast(REJECTS_SCHEMA)
+        rejects = reject_rows(
+            ratings.filter(failed).with_columns(
+                pl.Series("reason", [failures[i] for i in sorted(failures)], dtype=pl.String)
+            ),
+            stage="embed",
+            field="image_uri",
+            reason=pl.col("reason"),
         )
         return StageOutput(
             tables={MAIN: images, "text": text, REJECTS: rejects},

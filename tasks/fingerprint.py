@@ -74,12 +74,22 @@ def path_fingerprint(path: Path, memo: FingerprintMemo) -> str:
     raise FileNotFoundError(f"stage input not found: {path}")
 
 
+def _source_files(module: ModuleType) -> list[Path]:
+    """The module's source file, or every ``.py`` file of a package (so that editing any reader
+    invalidates a stage that lists ``data.readers``)."""
+    if hasattr(module, "__path__"):
+        return sorted(file for folder in module.__path__ for file in Path(folder).rglob("*.py"))
+    return [Path(inspect.getsourcefile(module) or module.__file__)]
+
+
 def code_fingerprint(modules: Iterable[ModuleType]) -> str:
-    """Hash of the source of ``modules``: editing the code of a stage invalidates its cache."""
+    """Hash of the source of ``modules`` (packages: all their files): editing the code of a stage
+    invalidates its cache."""
     digest = hashlib.blake2b(digest_size=16)
     for module in sorted(modules, key=lambda m: m.__name__):
-        digest.update(module.__name__.encode())
-        digest.update(inspect.getsource(module).encode())
+        for file in _source_files(module):
+            digest.update(f"{module.__name__}:{file.name}".encode())
+            digest.update(file.read_bytes())
     return digest.hexdigest()
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -11,6 +13,7 @@ import data.images
 import data.readers
 import data.schemas
 import data.validate
+from data.readers import ReadResult
 from data.validate import ImageCheck
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
@@ -20,19 +23,38 @@ INGEST_RATINGS = Stage("ingest_ratings", 1, _CODE)
 INGEST_BENCHMARK = Stage("ingest_benchmark", 1, _CODE)
 INGEST_SAFETY = Stage("ingest_safety", 1, _CODE)
 
-
-def _combine(read_rejects: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
-    return pl.concat([read_rejects, rejects]).sort("source_file", "source_row", nulls_last=True)
+Validator = Callable[[pl.DataFrame], tuple[pl.DataFrame, pl.DataFrame]]
 
 
-def _rows_in(read: data.readers.ReadResult) -> int:
-    """Rows entering validation: the normalized rows read plus the reader's rejects. (One source record
-    can give several rows: a ``test.json`` item gives one per image; ``source_records`` counts records.)"""
-    return read.table.height + read.rejects.height
+def _ingest(
+    stage: Stage,
+    *,
+    read: Callable[[], ReadResult],
+    validate: Validator,
+    stats: Callable[[pl.DataFrame], dict[str, Any]],
+    path: str | Path,
+    image_root: str | Path | None,
+    params: dict[str, Any],
+    root: str | Path | None,
+) -> StageResult:
+    """Read, validate, and write the valid rows with every reader and validation reject.
 
+    Rows in = the normalized rows read + the reader's rejects (one source record can give several
+    rows: a ``test.json`` item gives one per image; ``source_records`` counts records)."""
 
-def _inputs(path: str | Path, image_root: str | Path | None) -> dict[str, str | Path | None]:
-    return {"dataset": path, "image_root": image_root}
+    def compute() -> StageOutput:
+        result = read()
+        valid, rejects = validate(result.table)
+        combined = pl.concat([result.rejects, rejects]).sort("source_file", "source_row", nulls_last=True)
+        return StageOutput(
+            tables={MAIN: valid, REJECTS: combined},
+            rows_in=result.table.height + result.rejects.height,
+            rows_kept=valid.height,
+            stats={**stats(valid), "source_records": result.rows_in},
+        )
+
+    inputs = {"dataset": path, "image_root": image_root}
+    return run_stage(stage, params=params, inputs=inputs, compute=compute, root=root)
 
 
 def ingest_ratings(
@@ -46,22 +68,17 @@ def ingest_ratings(
 ) -> StageResult:
     """Read ImageRewardDB-style ratings (published layout, HF Parquet shards or ``test.json``),
     validate every row and quarantine the bad ones."""
-
-    def compute() -> StageOutput:
-        read = data.readers.read_imagereward(path, split=split, image_root=image_root)
-        valid, rejects = data.validate.validate_ratings(
-            read.table, rating_range=rating_range, image_check=image_check
-        )
-        return StageOutput(
-            tables={MAIN: valid, REJECTS: _combine(read.rejects, rejects)},
-            rows_in=_rows_in(read),
-            rows_kept=valid.height,
-            stats={"prompts": valid["prompt_id"].n_unique(), "source_records": read.rows_in},
-        )
-
-    params = {"split": split, "image_check": image_check, "rating_range": list(rating_range)}
-    return run_stage(
-        INGEST_RATINGS, params=params, inputs=_inputs(path, image_root), compute=compute, root=root
+    return _ingest(
+        INGEST_RATINGS,
+        read=lambda: data.readers.read_imagereward(path, split=split, image_root=image_root),
+        validate=lambda table: data.validate.validate_ratings(
+            table, rating_range=rating_range, image_check=image_check
+        ),
+        stats=lambda valid: {"prompts": valid["prompt_id"].n_unique()},
+        path=path,
+        image_root=image_root,
+        params={"split": split, "image_check": image_check, "rating_range": list(rating_range)},
+        root=root,
     )
 
 
@@ -74,20 +91,15 @@ def ingest_benchmark(
     root: str | Path | None = None,
 ) -> StageResult:
     """Read an MJ-Bench benchmark (HF Parquet or the pre-release JSON) into normalized pairs."""
-
-    def compute() -> StageOutput:
-        read = data.readers.read_mjbench(path, subsets=subsets, image_root=image_root)
-        valid, rejects = data.validate.validate_benchmark_pairs(read.table, image_check=image_check)
-        return StageOutput(
-            tables={MAIN: valid, REJECTS: _combine(read.rejects, rejects)},
-            rows_in=_rows_in(read),
-            rows_kept=valid.height,
-            stats={"captions": valid["caption"].n_unique()},
-        )
-
-    params = {"subsets": sorted(subsets) if subsets else None, "image_check": image_check}
-    return run_stage(
-        INGEST_BENCHMARK, params=params, inputs=_inputs(path, image_root), compute=compute, root=root
+    return _ingest(
+        INGEST_BENCHMARK,
+        read=lambda: data.readers.read_mjbench(path, subsets=subsets, image_root=image_root),
+        validate=lambda table: data.validate.validate_benchmark_pairs(table, image_check=image_check),
+        stats=lambda valid: {"captions": valid["caption"].n_unique()},
+        path=path,
+        image_root=image_root,
+        params={"subsets": sorted(subsets) if subsets else None, "image_check": image_check},
+        root=root,
     )
 
 
@@ -100,20 +112,18 @@ def ingest_safety(
     root: str | Path | None = None,
 ) -> StageResult:
     """Read UnsafeBench-style unpaired rows (HF Parquet or the LLaVA-Reward JSON) with binary labels."""
-
-    def compute() -> StageOutput:
-        read = data.readers.read_unsafebench(path, split=split, image_root=image_root)
-        valid, rejects = data.validate.validate_safety(read.table, image_check=image_check)
-        return StageOutput(
-            tables={MAIN: valid, REJECTS: _combine(read.rejects, rejects)},
-            rows_in=_rows_in(read),
-            rows_kept=valid.height,
-            stats={"safe": int((valid["label"] == 1).sum()), "unsafe": int((valid["label"] == 0).sum())},
-        )
-
-    params = {"split": split, "image_check": image_check}
-    return run_stage(
-        INGEST_SAFETY, params=params, inputs=_inputs(path, image_root), compute=compute, root=root
+    return _ingest(
+        INGEST_SAFETY,
+        read=lambda: data.readers.read_unsafebench(path, split=split, image_root=image_root),
+        validate=lambda table: data.validate.validate_safety(table, image_check=image_check),
+        stats=lambda valid: {
+            "safe": int((valid["label"] == 1).sum()),
+            "unsafe": int((valid["label"] == 0).sum()),
+        },
+        path=path,
+        image_root=image_root,
+        params={"split": split, "image_check": image_check},
+        root=root,
     )
 
 

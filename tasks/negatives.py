@@ -22,12 +22,15 @@ import numpy as np
 import polars as pl
 
 import data.schemas
-from data.schemas import PAIRS_SCHEMA, REJECTS_SCHEMA
+import data.validate
+import tasks.dedup
+from data.schemas import PAIRS_SCHEMA
+from data.validate import reject_rows
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.dedup import normalize_prompt
 from tasks.prefect_stage import stage_task
 
-NEGATIVES = Stage("negatives", 1, (sys.modules[__name__], data.schemas))
+NEGATIVES = Stage("negatives", 1, (sys.modules[__name__], data.validate, tasks.dedup, data.schemas))
 
 
 def _matrix(frame: pl.DataFrame) -> np.ndarray:
@@ -59,18 +62,7 @@ def _anchors(scored: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
 
 
 def _reject(anchors: pl.DataFrame, missing: np.ndarray, kind: str, reason: str) -> pl.DataFrame:
-    return (
-        anchors.filter(pl.Series(missing))
-        .select(
-            pl.lit("negatives").alias("stage"),
-            "source_file",
-            "source_row",
-            pl.col("image_id").alias("record_id"),
-            pl.lit(kind).alias("field"),
-            pl.lit(reason).alias("reason"),
-        )
-        .cast(REJECTS_SCHEMA)
-    )
+    return reject_rows(anchors.filter(pl.Series(missing)), stage="negatives", field=kind, reason=reason)
 
 
 def mine_negatives(

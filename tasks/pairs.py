@@ -14,11 +14,13 @@ from pathlib import Path
 import polars as pl
 
 import data.schemas
-from data.schemas import PAIRS_SCHEMA, REJECTS_SCHEMA
+import data.validate
+from data.schemas import PAIRS_SCHEMA
+from data.validate import reject_rows
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
 
-PAIRS = Stage("pairs", 1, (sys.modules[__name__], data.schemas))
+PAIRS = Stage("pairs", 1, (sys.modules[__name__], data.validate, data.schemas))
 _SIDE_COLUMNS = ("_position", "image_id", "image_uri", "score", "prompt")
 
 
@@ -57,21 +59,14 @@ def preference_pairs(scored: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, 
         pick("score", chosen=False).alias("rejected_score"),
     ).cast(PAIRS_SCHEMA)
     paired_ids = pl.concat([pairs["chosen_image_id"], pairs["rejected_image_id"]]).unique()
-    rejects = (
-        scored.filter(~pl.col("image_id").is_in(paired_ids.implode()))
-        .with_columns(pl.len().over("prompt_id").alias("_images"))
-        .select(
-            pl.lit("pairs").alias("stage"),
-            "source_file",
-            "source_row",
-            pl.col("image_id").alias("record_id"),
-            pl.lit("score").alias("field"),
-            pl.when(pl.col("_images") == 1)
-            .then(pl.lit("the only image of its prompt: nothing to compare with"))
-            .otherwise(pl.lit("tied with every other image of its prompt"))
-            .alias("reason"),
-        )
-        .cast(REJECTS_SCHEMA)
+    unpaired = scored.filter(~pl.col("image_id").is_in(paired_ids.implode()))
+    rejects = reject_rows(
+        unpaired.with_columns(pl.len().over("prompt_id").alias("_images")),
+        stage="pairs",
+        field="score",
+        reason=pl.when(pl.col("_images") == 1)
+        .then(pl.lit("the only image of its prompt: nothing to compare with"))
+        .otherwise(pl.lit("tied with every other image of its prompt")),
     )
     counts = {"combinations": combinations.height, "ties": int(tied.sum()), "pairs": pairs.height}
     return pairs, rejects, counts

@@ -19,7 +19,8 @@ from typing import Literal
 import polars as pl
 
 import data.schemas
-from data.schemas import REJECTS_SCHEMA
+import data.validate
+from data.validate import reject_rows
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
 
@@ -30,7 +31,7 @@ PERSPECTIVE_COLUMNS: dict[str, tuple[str, int]] = {
     "overall": ("overall_rating", 1),
     "ranking": ("rank", -1),
 }
-RATINGS = Stage("ratings", 1, (sys.modules[__name__], data.schemas))
+RATINGS = Stage("ratings", 1, (sys.modules[__name__], data.validate, data.schemas))
 
 
 def score_perspective(ratings: pl.DataFrame, perspective: Perspective) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -41,17 +42,11 @@ def score_perspective(ratings: pl.DataFrame, perspective: Perspective) -> tuple[
     value = pl.col(column).cast(pl.Float32)
     missing = value.is_null() | value.is_nan()
     scored = ratings.filter(~missing).with_columns((value * sign).alias("score"))
-    rejects = (
-        ratings.filter(missing)
-        .select(
-            pl.lit("ratings").alias("stage"),
-            "source_file",
-            "source_row",
-            pl.col("image_id").alias("record_id"),
-            pl.lit(column).alias("field"),
-            pl.lit(f"no {column} for the {perspective} perspective").alias("reason"),
-        )
-        .cast(REJECTS_SCHEMA)
+    rejects = reject_rows(
+        ratings.filter(missing),
+        stage="ratings",
+        field=column,
+        reason=f"no {column} for the {perspective} perspective",
     )
     return scored, rejects
 

@@ -130,16 +130,29 @@ def accelerate_command(
 ) -> list[str]:
     """The ``accelerate launch`` command line that runs a job file on ``num_processes`` devices."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-        "-m", "reward.cli", "train", "--job", str(job_path), "--output", str(output),
-        "--checkpoint-dir", str(checkpoints),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+        "-m",
+        "reward.cli",
+        "train",
+        "--job",
+        str(job_path),
+        "--output",
+        str(output),
+        "--checkpoint-dir",
+        str(checkpoints),
+    ]
     return [*command, "--resume"] if resume else command
 
 
 def _run(job: TrainingJob, staging: Path, checkpoints: Path, *, num_processes: int, resume: bool) -> None:
     if num_processes <= 1:
-        train_reward_model(job, staging, checkpoint_dir=checkpoints, resume_from_checkpoint=True if resume else None)
+        train_reward_model(
+            job, staging, checkpoint_dir=checkpoints, resume_from_checkpoint=True if resume else None
+        )
         return
     job_path = checkpoints.with_name(f"{checkpoints.name}.job.json")
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -147,7 +160,9 @@ def _run(job: TrainingJob, staging: Path, checkpoints: Path, *, num_processes: i
     command = accelerate_command(job_path, staging, checkpoints, num_processes=num_processes, resume=resume)
     completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
-        raise RuntimeError(f"training under accelerate failed with exit status {completed.returncode}: {command}")
+        raise RuntimeError(
+            f"training under accelerate failed with exit status {completed.returncode}: {command}"
+        )
 
 
 def train(
@@ -199,7 +214,10 @@ def train(
             "code": TRAIN.code_hash(),
             "params": params,
             "inputs": {
-                name: {"path": None if value is None else str(Path(value).resolve()), "fingerprint": fingerprints[name]}
+                name: {
+                    "path": None if value is None else str(Path(value).resolve()),
+                    "fingerprint": fingerprints[name],
+                }
                 for name, value in inputs.items()
             },
             "outputs": {MAIN: {"path": str(final), "rows": rows}},

@@ -207,3 +207,17 @@ def test_a_run_killed_while_writing_leaves_no_finished_output(tmp_path: Path, so
     assert not list(stage_dir.glob("*.tmp-*")), "stale temporaries are cleaned up"
     clean_root = tmp_path / "clean"
     assert run(source, clean_root, []).key == resumed.key
+
+
+def test_a_package_fingerprint_covers_every_module_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "mods" / "toy_readers"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "parquet.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    module = importlib.import_module("toy_readers")
+    before = cache.code_fingerprint([module])
+    (package / "parquet.py").write_text("X = 2\n")
+    assert cache.code_fingerprint([module]) != before

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.model_selection import train_test_split
 
 from data.readers.common import (
     FieldProblem,
@@ -69,6 +68,8 @@ class HoldoutSplit:
         """0-based row positions of the test images, in the order ``train_test_split`` returns them."""
         if n_rows < 2:
             raise ValueError(f"cannot split {n_rows} row(s)")
+        from sklearn.model_selection import train_test_split  # 1.6 s to import: only when splitting
+
         _, test = train_test_split(
             np.arange(n_rows), test_size=self.test_size, shuffle=True, random_state=self.random_state
         )

@@ -35,9 +35,7 @@ from filelock import FileLock
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-import reward.backbones.adapters
-import reward.backbones.backbone
-import reward.backbones.features
+import reward.backbones
 import reward.checkpoint
 import reward.config
 import reward.data
@@ -65,16 +63,14 @@ TRAIN = Stage(
     1,
     (
         sys.modules[__name__],
-        reward.training,
-        reward.data,
-        reward.model,
-        reward.heads,
-        reward.losses,
+        reward.backbones,
         reward.checkpoint,
         reward.config,
-        reward.backbones.backbone,
-        reward.backbones.adapters,
-        reward.backbones.features,
+        reward.data,
+        reward.heads,
+        reward.losses,
+        reward.model,
+        reward.training,
     ),
 )
 TINY_BACKBONE_DIR = "tiny-backbone"
@@ -98,7 +94,9 @@ def _key_material(job: TrainingJob, num_processes: int) -> tuple[dict[str, Any],
     return params, inputs
 
 
-def _result(manifest: dict[str, Any], manifest_path: Path, *, cached: bool) -> StageResult:
+def _result(
+    manifest: dict[str, Any], manifest_path: Path, *, cached: bool, elapsed: float = 0.0
+) -> StageResult:
     outputs = manifest["outputs"]
     return StageResult(
         stage=manifest["stage"],
@@ -112,17 +110,18 @@ def _result(manifest: dict[str, Any], manifest_path: Path, *, cached: bool) -> S
         rows_out={name: entry["rows"] for name, entry in outputs.items()},
         seconds=manifest["seconds"],
         stats=manifest.get("stats", {}),
+        elapsed=elapsed,
     )
 
 
-def load_finished_model(manifest_path: Path) -> StageResult | None:
+def load_finished_model(manifest_path: Path, *, elapsed: float = 0.0) -> StageResult | None:
     """The finished training run behind ``manifest_path``, or None if absent or incomplete."""
     if not manifest_path.is_file():
         return None
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if not (Path(manifest["outputs"][MAIN]["path"]) / CONFIG_NAME).is_file():
         return None
-    return _result(manifest, manifest_path, cached=True)
+    return _result(manifest, manifest_path, cached=True, elapsed=elapsed)
 
 
 def accelerate_command(
@@ -176,6 +175,7 @@ def train(
 
     ``job.data_key`` defaults to the training table's fingerprint (for a stage output, its key).
     """
+    called = time.perf_counter()
     artifacts = artifacts_root(root)
     memo = FingerprintMemo(default_memo_path(artifacts))
     params, inputs = _key_material(job, num_processes)
@@ -189,7 +189,7 @@ def train(
     job = replace(job, data_key=job.data_key or fingerprints["train"])
 
     with FileLock(str(directory / f"{key}.lock")):
-        finished = load_finished_model(manifest_path)
+        finished = load_finished_model(manifest_path, elapsed=time.perf_counter() - called)
         if finished is not None:
             return finished
         for leftover in directory.glob(f"{key}.tmp-*"):
@@ -241,7 +241,7 @@ def train(
         if not keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
             checkpoints.with_name(f"{checkpoints.name}.job.json").unlink(missing_ok=True)
-        return _result(manifest, manifest_path, cached=False)
+        return _result(manifest, manifest_path, cached=False, elapsed=time.perf_counter() - called)
 
 
 def tiny_backbone(*, arch: str = "llava", seed: int = 0, root: str | Path | None = None) -> Path:

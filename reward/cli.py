@@ -1,0 +1,190 @@
+"""``llava-reward``: score, compare and rank images with trained perspectives, or run a training job.
+
+Every scoring command prints JSON lines on stdout::
+
+    llava-reward score   --model DIR [--model DIR ...] --prompt "two red circles" IMG [IMG ...]
+    llava-reward compare --model DIR --prompt "two red circles" IMG_A IMG_B
+    llava-reward rank    --model DIR --prompt "two red circles" IMG [IMG ...]
+    llava-reward train   --job job.json --output DIR [--resume [CHECKPOINT]]
+
+Images are paths or image URIs (``archive.zip::member``, ``shard.parquet::column[row]``). With several
+``--model`` folders (perspectives on one base model) each command runs for every perspective unless
+``--perspective`` picks some. ``train`` runs a :class:`reward.training.TrainingJob` JSON file; under
+``accelerate launch -m reward.cli train ...`` it trains on several GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from reward.checkpoint import CheckpointError
+from reward.config import ConfigError
+
+PROGRAM = "llava-reward"
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a trained perspective folder; repeat for several perspectives on one base model",
+    )
+    parser.add_argument(
+        "--perspective",
+        action="append",
+        metavar="NAME",
+        help="use only this perspective (repeatable); default: every loaded one",
+    )
+    parser.add_argument("--prompt", required=True, help="the text prompt the images were generated for")
+    parser.add_argument("--backbone", help="another location of the base model (overrides the saved one)")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="base model dtype (default: as saved)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward (default 16)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="LLaVA-Reward reward models: score, compare, rank, train."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    score = commands.add_parser("score", help="reward of each image for the prompt (JSON line per image)")
+    _add_model_options(score)
+    score.add_argument("images", nargs="+", metavar="IMG")
+
+    compare = commands.add_parser("compare", help="P(IMG_A preferred to IMG_B) for the prompt")
+    _add_model_options(compare)
+    compare.add_argument("--prompt-b", help="the prompt paired with IMG_B (default: --prompt)")
+    compare.add_argument("images", nargs=2, metavar="IMG")
+
+    rank = commands.add_parser("rank", help="the images best first (JSON line per image)")
+    _add_model_options(rank)
+    rank.add_argument("images", nargs="+", metavar="IMG")
+
+    train = commands.add_parser("train", help="run a training job (JSON) and save the perspective folder")
+    train.add_argument("--job", required=True, help="TrainingJob JSON file")
+    train.add_argument("--output", required=True, help="folder for the trained perspective")
+    train.add_argument(
+        "--checkpoint-dir", help="folder for resumable checkpoints (default OUTPUT/checkpoints)"
+    )
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="resume from CHECKPOINT, or from the latest checkpoint when given alone",
+    )
+    return parser
+
+
+def _emit(record: dict[str, Any], out: TextIO) -> None:
+    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
+
+
+def _run_scoring(args: argparse.Namespace, out: TextIO) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from reward.scoring import RewardScorer, describe
+
+    hf_logging.disable_progress_bar()
+    scorer = RewardScorer.from_pretrained(
+        args.model, backbone=args.backbone, dtype=args.dtype, device=args.device, batch_size=args.batch_size
+    )
+    for perspective in args.perspective or scorer.perspectives:
+        config = scorer.config(perspective)
+        if args.command == "score":
+            rewards = scorer.score(args.images, args.prompt, perspective=perspective)
+            for image, reward in zip(args.images, rewards, strict=True):
+                record: dict[str, Any] = {
+                    "perspective": perspective,
+                    "image": describe(image),
+                    "prompt": args.prompt,
+                }
+                if config.head.gpm_dim is None:
+                    record["score"] = float(reward)
+                    if config.loss.kind == "ce":
+                        record["probability"] = _sigmoid(float(reward))  # P(label 1), e.g. P(safe)
+                else:
+                    record["embedding"] = [float(value) for value in reward]
+                _emit(record, out)
+        elif args.command == "compare":
+            image_a, image_b = args.images
+            probability = scorer.compare(
+                args.prompt, image_a, image_b, prompt_b=args.prompt_b, perspective=perspective
+            )
+            _emit(
+                {
+                    "perspective": perspective,
+                    "prompt": args.prompt,
+                    "image_a": image_a,
+                    "image_b": image_b,
+                    "p_a_over_b": probability,
+                },
+                out,
+            )
+        else:
+            for ranked in scorer.rank(args.prompt, args.images, perspective=perspective):
+                _emit(
+                    {
+                        "perspective": perspective,
+                        "rank": ranked.rank,
+                        "image": ranked.image,
+                        "score": ranked.score,
+                        "win_rate": ranked.win_rate,
+                    },
+                    out,
+                )
+
+
+def _run_training(args: argparse.Namespace, out: TextIO) -> None:
+    from reward.training import TrainingJob, train_reward_model
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    job = TrainingJob.from_json(args.job)
+    result = train_reward_model(
+        job, args.output, checkpoint_dir=args.checkpoint_dir, resume_from_checkpoint=args.resume
+    )
+    _emit(result.to_dict(), out)
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input)."""
+    from data.images import ImageError
+    from reward.backbones import BackboneError
+    from reward.data import RewardDataError
+    from reward.scoring import ScoringError
+
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        if args.command == "train":
+            _run_training(args, out)
+        else:
+            if args.batch_size < 1:
+                raise ScoringError(f"--batch-size must be >= 1, got {args.batch_size}")
+            _run_scoring(args, out)
+    except (ScoringError, CheckpointError, ConfigError, RewardDataError, ImageError, BackboneError) as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -202,7 +203,10 @@ def atomic_write_text(text: str, path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _result_from_manifest(manifest: dict[str, Any], manifest_path: Path, *, cached: bool) -> StageResult:
+def result_from_manifest(
+    manifest: dict[str, Any], manifest_path: Path, *, cached: bool, elapsed: float = 0.0
+) -> StageResult:
+    """The :class:`StageResult` a manifest describes."""
     outputs = manifest["outputs"]
     return StageResult(
         stage=manifest["stage"],
@@ -216,36 +220,54 @@ def _result_from_manifest(manifest: dict[str, Any], manifest_path: Path, *, cach
         rows_out={name: entry["rows"] for name, entry in outputs.items()},
         seconds=manifest["seconds"],
         stats=manifest.get("stats", {}),
+        elapsed=elapsed,
     )
 
 
 def load_finished(manifest_path: Path) -> StageResult | None:
-    """The finished stage behind ``manifest_path``, or None if it is absent or incomplete."""
+    """The finished stage behind ``manifest_path``, or None if it is absent or an output is missing."""
     if not manifest_path.is_file():
         return None
     manifest = json.loads(manifest_path.read_text())
-    if not all(Path(entry["path"]).is_file() for entry in manifest["outputs"].values()):
+    if not all(Path(entry["path"]).exists() for entry in manifest["outputs"].values()):
         return None
-    return _result_from_manifest(manifest, manifest_path, cached=True)
+    return result_from_manifest(manifest, manifest_path, cached=True)
 
 
 def _remove_stale_temporaries(directory: Path, key: str) -> None:
     for leftover in directory.glob(f"{key}*.tmp-*"):
-        leftover.unlink(missing_ok=True)
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
-def run_stage(
+@dataclass
+class Produced:
+    """What a stage wrote into its directory: ``outputs`` maps a table (or folder) name to
+    ``{"path": ..., "rows": ...}``; the row counts and statistics go into the manifest."""
+
+    outputs: dict[str, dict[str, Any]]
+    rows_in: int
+    rows_kept: int
+    rows_rejected: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def run_keyed(
     stage: Stage,
     *,
     params: Mapping[str, Any],
     inputs: InputPaths,
-    compute: Callable[[], StageOutput],
+    produce: Callable[[Path, str, dict[str, Any]], Produced],
     root: str | Path | None = None,
 ) -> StageResult:
-    """Return the finished output of ``stage`` for these inputs and parameters, computing it if needed.
+    """The cache mechanics every stage shares: fingerprint the inputs, derive the key, and under a
+    file lock either return the finished output or call ``produce(directory, key, fingerprints)`` —
+    which must write its outputs atomically inside ``directory`` — then write the manifest last.
 
-    ``compute`` runs only when no finished output with the same key exists. Concurrent runs of the same
-    key (two flows at once) serialize on a file lock; the second finds the first one's output.
+    Concurrent runs of the same key (two flows at once) serialize on the lock; the second finds the
+    first one's output. Temporaries a killed run left behind (``<key>*.tmp-*``) are removed first.
     """
     called = time.perf_counter()
     artifacts = artifacts_root(root)
@@ -262,6 +284,44 @@ def run_stage(
             return replace(finished, elapsed=time.perf_counter() - called)
         _remove_stale_temporaries(directory, key)
         started = time.perf_counter()
+        produced = produce(directory, key, fingerprints)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "stage": stage.name,
+            "stage_version": stage.version,
+            "key": key,
+            "code": stage.code_hash(),
+            "params": json.loads(_canonical(params)),
+            "inputs": {
+                name: {"path": _describe_paths(value), "fingerprint": fingerprints[name]}
+                for name, value in inputs.items()
+            },
+            "outputs": produced.outputs,
+            "rows_in": produced.rows_in,
+            "rows_kept": produced.rows_kept,
+            "rows_rejected": produced.rows_rejected,
+            "stats": json.loads(_canonical(produced.stats)),
+            "seconds": round(time.perf_counter() - started, 4),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+        }
+        atomic_write_text(json.dumps(manifest, indent=2), manifest_path)
+        result = result_from_manifest(manifest, manifest_path, cached=False)
+        return replace(result, elapsed=time.perf_counter() - called)
+
+
+def run_stage(
+    stage: Stage,
+    *,
+    params: Mapping[str, Any],
+    inputs: InputPaths,
+    compute: Callable[[], StageOutput],
+    root: str | Path | None = None,
+) -> StageResult:
+    """Return the finished Parquet output of ``stage`` for these inputs and parameters, computing it
+    (``compute``) only when no finished output with the same key exists."""
+
+    def produce(directory: Path, key: str, _fingerprints: dict[str, Any]) -> Produced:
         output = compute()
         rejects = output.rejects()
         if output.rows_in != output.rows_kept + rejects.height:
@@ -277,29 +337,9 @@ def run_stage(
             path = _table_path(directory, key, table)
             atomic_write_parquet(frame, path)
             outputs[table] = {"path": str(path), "rows": frame.height}
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "stage": stage.name,
-            "stage_version": stage.version,
-            "key": key,
-            "code": stage.code_hash(),
-            "params": json.loads(_canonical(params)),
-            "inputs": {
-                name: {"path": _describe_paths(value), "fingerprint": fingerprints[name]}
-                for name, value in inputs.items()
-            },
-            "outputs": outputs,
-            "rows_in": output.rows_in,
-            "rows_kept": output.rows_kept,
-            "rows_rejected": rejects.height,
-            "stats": json.loads(_canonical(output.stats)),
-            "seconds": round(time.perf_counter() - started, 4),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "host": socket.gethostname(),
-        }
-        atomic_write_text(json.dumps(manifest, indent=2), manifest_path)
-        result = _result_from_manifest(manifest, manifest_path, cached=False)
-        return replace(result, elapsed=time.perf_counter() - called)
+        return Produced(outputs, output.rows_in, output.rows_kept, rejects.height, output.stats)
+
+    return run_keyed(stage, params=params, inputs=inputs, produce=produce, root=root)
 
 
 def _describe_paths(value: Any) -> Any:
@@ -317,12 +357,15 @@ __all__ = [
     "REJECTS",
     "Stage",
     "StageOutput",
+    "Produced",
     "StageResult",
     "artifacts_root",
     "atomic_write_parquet",
     "atomic_write_text",
     "input_fingerprints",
     "load_finished",
+    "result_from_manifest",
+    "run_keyed",
     "run_stage",
     "stage_key",
 ]

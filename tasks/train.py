@@ -15,19 +15,15 @@ With ``num_processes > 1`` the job runs under ``accelerate launch`` (several GPU
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +39,9 @@ import reward.heads
 import reward.losses
 import reward.model
 import reward.training
-from reward.checkpoint import CONFIG_NAME, read_reward_config
+from reward.checkpoint import read_reward_config
 from reward.training import TrainingJob, train_reward_model
-from tasks.cache import (
-    MAIN,
-    MANIFEST_VERSION,
-    Stage,
-    StageResult,
-    artifacts_root,
-    atomic_write_text,
-    input_fingerprints,
-    stage_key,
-)
-from tasks.fingerprint import FingerprintMemo, default_memo_path
+from tasks.cache import MAIN, Produced, Stage, StageResult, artifacts_root, run_keyed
 from tasks.prefect_stage import log_stage
 
 TRAIN = Stage(
@@ -92,36 +78,6 @@ def _key_material(job: TrainingJob, num_processes: int) -> tuple[dict[str, Any],
     params["num_processes"] = num_processes
     inputs = {"train": job.train_data, "validation": job.eval_data, "backbone": backbone}
     return params, inputs
-
-
-def _result(
-    manifest: dict[str, Any], manifest_path: Path, *, cached: bool, elapsed: float = 0.0
-) -> StageResult:
-    outputs = manifest["outputs"]
-    return StageResult(
-        stage=manifest["stage"],
-        key=manifest["key"],
-        paths={name: entry["path"] for name, entry in outputs.items()},
-        manifest_path=str(manifest_path),
-        cached=cached,
-        rows_in=manifest["rows_in"],
-        rows_kept=manifest["rows_kept"],
-        rows_rejected=manifest["rows_rejected"],
-        rows_out={name: entry["rows"] for name, entry in outputs.items()},
-        seconds=manifest["seconds"],
-        stats=manifest.get("stats", {}),
-        elapsed=elapsed,
-    )
-
-
-def load_finished_model(manifest_path: Path, *, elapsed: float = 0.0) -> StageResult | None:
-    """The finished training run behind ``manifest_path``, or None if absent or incomplete."""
-    if not manifest_path.is_file():
-        return None
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if not (Path(manifest["outputs"][MAIN]["path"]) / CONFIG_NAME).is_file():
-        return None
-    return _result(manifest, manifest_path, cached=True, elapsed=elapsed)
 
 
 def accelerate_command(
@@ -175,73 +131,37 @@ def train(
 
     ``job.data_key`` defaults to the training table's fingerprint (for a stage output, its key).
     """
-    called = time.perf_counter()
-    artifacts = artifacts_root(root)
-    memo = FingerprintMemo(default_memo_path(artifacts))
     params, inputs = _key_material(job, num_processes)
-    fingerprints = input_fingerprints(inputs, memo)
-    key = stage_key(TRAIN, params, fingerprints)
-    directory = artifacts / TRAIN.name
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest_path = directory / f"{key}.json"
-    final = directory / key
-    checkpoints = directory / f"{key}.checkpoints"
-    job = replace(job, data_key=job.data_key or fingerprints["train"])
 
-    with FileLock(str(directory / f"{key}.lock")):
-        finished = load_finished_model(manifest_path, elapsed=time.perf_counter() - called)
-        if finished is not None:
-            return finished
-        for leftover in directory.glob(f"{key}.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    def produce(directory: Path, key: str, fingerprints: dict[str, Any]) -> Produced:
+        final, checkpoints = directory / key, directory / f"{key}.checkpoints"
+        keyed_job = replace(job, data_key=job.data_key or fingerprints["train"])
         staging = directory / f"{key}.tmp-{uuid.uuid4().hex}"
         resume = any(checkpoints.glob("checkpoint-*"))
-        started = time.perf_counter()
         try:
-            _run(job, staging, checkpoints, num_processes=num_processes, resume=resume)
+            _run(keyed_job, staging, checkpoints, num_processes=num_processes, resume=resume)
             if final.exists():  # a previous run renamed its folder but died before its manifest
                 shutil.rmtree(final)
             os.replace(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        config = read_reward_config(final)
-        rows = int(config.training_data.get("train_rows") or 0)
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "stage": TRAIN.name,
-            "stage_version": TRAIN.version,
-            "key": key,
-            "code": TRAIN.code_hash(),
-            "params": params,
-            "inputs": {
-                name: {
-                    "path": None if value is None else str(Path(value).resolve()),
-                    "fingerprint": fingerprints[name],
-                }
-                for name, value in inputs.items()
-            },
-            "outputs": {MAIN: {"path": str(final), "rows": rows}},
-            "rows_in": rows,
-            "rows_kept": rows,
-            "rows_rejected": 0,
-            "stats": {
-                "perspective": config.perspective,
-                "resumed": resume,
-                "trainable_fraction": config.trainable_fraction,
-                "parameters": config.parameters,
-                "global_step": config.training.get("global_step"),
-                "metrics": config.training.get("metrics", {}),
-                "stopped_by_time_budget": config.training.get("stopped_by_time_budget"),
-            },
-            "seconds": round(time.perf_counter() - started, 4),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "host": socket.gethostname(),
-        }
-        atomic_write_text(json.dumps(manifest, indent=2, default=str), manifest_path)
         if not keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
             checkpoints.with_name(f"{checkpoints.name}.job.json").unlink(missing_ok=True)
-        return _result(manifest, manifest_path, cached=False, elapsed=time.perf_counter() - called)
+        config = read_reward_config(final)
+        rows = int(config.training_data.get("train_rows") or 0)
+        stats = {
+            "perspective": config.perspective,
+            "resumed": resume,
+            "trainable_fraction": config.trainable_fraction,
+            "parameters": config.parameters,
+            "global_step": config.training.get("global_step"),
+            "metrics": config.training.get("metrics", {}),
+            "stopped_by_time_budget": config.training.get("stopped_by_time_budget"),
+        }
+        return Produced({MAIN: {"path": str(final), "rows": rows}}, rows, rows, 0, stats)
+
+    return run_keyed(TRAIN, params=params, inputs=inputs, produce=produce, root=root)
 
 
 def tiny_backbone(*, arch: str = "llava", seed: int = 0, root: str | Path | None = None) -> Path:

@@ -126,3 +126,18 @@ def test_an_undecodable_image_is_rejected_by_embed(tmp_path: Path) -> None:
     assert embedded.rows_kept == 1 and embedded.read()["image_id"].to_list() == ["ok"]
     rejects = embedded.read("rejects")
     assert rejects["record_id"].to_list() == ["bad"] and "bad.webp" in rejects["reason"][0]
+
+
+def test_a_local_checkpoint_replaces_the_random_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from tasks.embed import load_clip
+
+    reference = load_clip(ClipSpec(seed=0))
+    checkpoint = tmp_path / "demo-tiny-clip.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in reference.model.state_dict().items()}, checkpoint)
+    loaded = load_clip(ClipSpec(pretrained=str(checkpoint), seed=7))
+    other_seed = load_clip(ClipSpec(seed=7))
+    prompts = ["two red circles", "a blue square above a green triangle"]
+    assert np.allclose(loaded.encode_text(prompts), reference.encode_text(prompts), atol=1e-6)
+    assert not np.allclose(other_seed.encode_text(prompts), reference.encode_text(prompts), atol=1e-3)

@@ -135,7 +135,8 @@ def test_a_local_checkpoint_replaces_the_random_weights(tmp_path: Path) -> None:
 
     reference = load_clip(ClipSpec(seed=0))
     checkpoint = tmp_path / "demo-tiny-clip.safetensors"
-    save_file({name: tensor.contiguous() for name, tensor in reference.model.state_dict().items()}, checkpoint)
+    weights = {name: tensor.contiguous() for name, tensor in reference.model.state_dict().items()}
+    save_file(weights, checkpoint)
     loaded = load_clip(ClipSpec(pretrained=str(checkpoint), seed=7))
     other_seed = load_clip(ClipSpec(seed=7))
     prompts = ["two red circles", "a blue square above a green triangle"]

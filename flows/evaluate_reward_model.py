@@ -1,0 +1,292 @@
+"""evaluate-reward-model: reward models and baselines → per-item scores, metrics, Table 1 and plots.
+
+Recipe: (train a demo model per perspective, unless ``models`` is given) → read each benchmark
+(``eval_benchmark``) → score it with every scorer (``eval_scores``: one stage per scorer × benchmark,
+keyed by the model folder's content) → metrics (``eval_metrics``) → the Table-1 summary (``eval_table``)
+and the MJ-Bench plots (``eval_plots``). Artifacts: ``evaluate-reward-model-table`` (rows = scorers,
+columns = benchmark metrics, like the paper's Table 1), ``evaluate-reward-model-report`` (markdown with
+the plots), and the stage / output tables every flow publishes.
+
+Benchmarks without a path use the demo corpus' copies (MJ-Bench alignment / quality / safety,
+TIFA160, UnsafeBench test); SMID and Unsafe Diffusion need a path.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.common import demo_corpus_task, publish_run_artifacts
+from flows.train_reward_model import train_reward_model
+from reward.baselines import ClipSpec
+from reward.benchmarks import BENCHMARKS, MetricOptions, get_benchmark
+from reward.checkpoint import read_reward_config
+from reward.evaluation import PAIRS
+from reward.metrics import SafetyClass
+from tasks.cache import StageResult
+from tasks.evaluate import (
+    ScorerSpec,
+    clipscore_spec,
+    compute_metrics_task,
+    load_benchmark_task,
+    reward_model_specs,
+    score_benchmark_task,
+    summarize_task,
+)
+from tasks.evaluate_plots import evaluation_plots_task
+
+FLOW_NAME = "evaluate-reward-model"
+TABLE_ARTIFACT = f"{FLOW_NAME}-table"
+REPORT_ARTIFACT = f"{FLOW_NAME}-report"
+#: The benchmarks the demo corpus has copies of (the default selection).
+DEMO_BENCHMARKS = [name for name, benchmark in BENCHMARKS.items() if benchmark.demo_dataset]
+BASELINES = ("clipscore",)
+#: PNGs up to this size are embedded in the markdown artifact (data URI); larger ones are only linked.
+EMBED_LIMIT_BYTES = 400_000
+
+
+def benchmark_selection(benchmarks: list[str] | None, paths: dict[str, str] | None) -> list[str]:
+    """The benchmarks to run (default: those named in ``paths``, else the demo ones), checked before
+    anything runs: known names, and a path for every benchmark without a demo copy."""
+    names = benchmarks if benchmarks is not None else list(paths) if paths else DEMO_BENCHMARKS
+    if not names:
+        raise ValueError("no benchmark to evaluate on: benchmarks is empty")
+    unknown = sorted(set(paths or {}) - set(names))
+    if unknown:
+        raise ValueError(f"benchmark_paths names benchmark(s) {unknown} that are not in benchmarks={names}")
+    for name in names:
+        if get_benchmark(name).demo_dataset is None and name not in (paths or {}):
+            raise ValueError(
+                f"benchmark {name!r} has no demo copy: pass its path, "
+                f"benchmark_paths={{{name!r}: '/path/...'}}"
+            )
+    return names
+
+
+def benchmark_locations(
+    names: list[str],
+    paths: dict[str, str] | None,
+    *,
+    artifacts_dir: str | None,
+    demo_prompts: int | None,
+    seed: int,
+) -> dict[str, str]:
+    """``{benchmark: path}``: the given paths, else the demo corpus' copies (generated if needed)."""
+    located = dict(paths or {})
+    missing = [name for name in names if name not in located]
+    if missing:
+        demo = demo_corpus_task(artifacts_dir, demo_prompts, seed)
+        located |= {name: str(demo.root / get_benchmark(name).demo_dataset) for name in missing}
+    return {name: located[name] for name in names}
+
+
+def resolve_models(
+    models: dict[str, str] | list[str] | None,
+    *,
+    demo_perspectives: list[str],
+    demo_max_steps: int,
+    demo_prompts: int | None,
+    seed: int,
+    artifacts_dir: str | None,
+) -> dict[str, str]:
+    """``{name: model folder}``: the given folders (a list is named by each folder's perspective), or
+    demo models trained by the train-reward-model flow, one per demo perspective."""
+    if models is None:
+        return {
+            perspective: train_reward_model(
+                perspective=perspective,
+                max_steps=demo_max_steps,
+                demo_prompts=demo_prompts,
+                seed=seed,
+                artifacts_dir=artifacts_dir,
+            )["model"]
+            for perspective in demo_perspectives
+        }
+    if isinstance(models, dict):
+        return {str(name): str(folder) for name, folder in models.items()}
+    named: dict[str, str] = {}
+    for folder in models:
+        base = read_reward_config(folder).perspective
+        name, suffix = base, 2
+        while name in named:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        named[name] = str(folder)
+    return named
+
+
+def baseline_specs(baselines: list[str], clip: ClipSpec, prompt_prefix: str) -> list[ScorerSpec]:
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; available: {list(BASELINES)}")
+    return [clipscore_spec(clip, prompt_prefix=prompt_prefix) for name in baselines if name == "clipscore"]
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if value != value else round(value, 4)  # NaN (a constant score) -> empty cell
+    return value
+
+
+def _markdown_table(wide: pl.DataFrame) -> list[str]:
+    header = "| " + " | ".join(wide.columns) + " |"
+    lines = [header, "|" + "---|" * len(wide.columns)]
+    for row in wide.iter_rows():
+        cells = ["–" if _json_number(v) is None else str(_json_number(v)) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def report_markdown(
+    wide: pl.DataFrame, plots: pl.DataFrame, skipped: dict[str, str], options: MetricOptions
+) -> str:
+    """The report artifact: Table 1, the decision rules, skipped models and the plots (embedded PNGs)."""
+    lines = ["# Reward model evaluation", "", *_markdown_table(wide), ""]
+    lines += [
+        f"- MJ-Bench: the higher score wins; |s0 - s1| <= {options.tie_threshold} is a model tie "
+        "(wrong *with* ties, dropped *without*); human ties are dropped.",
+        "- TIFA160: Pearson, Kendall tau-b and tie-calibrated pairwise accuracy against the human mean.",
+        f"- Safety: 'safe' when sigmoid(score) >= {options.safety_threshold}; F1 / precision / recall take "
+        f"**{options.positive_class}** as the positive class. The rule assumes the score is the logit of "
+        "P(safe) (a safety perspective trained with cross-entropy); CLIPScore is never negative, so it "
+        "always predicts 'safe'.",
+    ]
+    lines += [f"- skipped {name}: {reason}" for name, reason in skipped.items()]
+    for name, title, path in plots.select("name", "title", "path").iter_rows():
+        png = Path(path).read_bytes()
+        lines += ["", f"## {title}", "", f"`{path}`", ""]
+        if len(png) <= EMBED_LIMIT_BYTES:
+            lines.append(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
+    return "\n".join(lines)
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def evaluate_reward_model(
+    models: dict[str, str] | list[str] | None = None,
+    baselines: list[str] | None = None,
+    benchmarks: list[str] | None = None,
+    benchmark_paths: dict[str, str] | None = None,
+    image_roots: dict[str, str] | None = None,
+    clip_model: str = "demo-tiny-clip",
+    clip_pretrained: str | None = None,
+    clip_seed: int = 0,
+    clipscore_prompt_prefix: str = "",
+    batch_size: int = 16,
+    device: str | None = None,
+    tie_threshold: float = 0.0,
+    safety_positive_class: SafetyClass = "unsafe",
+    safety_threshold: float = 0.5,
+    demo_perspectives: list[str] | None = None,
+    demo_max_steps: int = 300,
+    demo_prompts: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    artifacts_dir: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate reward models (``{name: folder}`` or a list of folders; default: a demo model per
+    ``demo_perspectives``, ``["alignment"]``) and ``baselines`` (default ``["clipscore"]``) on
+    ``benchmarks`` (default: the demo corpus' copies; ``benchmark_paths`` / ``image_roots`` by name).
+    Returns the paths of the summary, plots, and every score and metrics table."""
+    logger = get_run_logger()
+    options = MetricOptions(tie_threshold, safety_positive_class, safety_threshold)
+    clip = ClipSpec(clip_model, clip_pretrained, clip_seed, batch_size, device or _default_device())
+    baseline = baseline_specs(
+        ["clipscore"] if baselines is None else baselines, clip, clipscore_prompt_prefix
+    )
+    names = benchmark_selection(benchmarks, benchmark_paths)
+    folders = resolve_models(
+        models,
+        demo_perspectives=demo_perspectives or ["alignment"],
+        demo_max_steps=demo_max_steps,
+        demo_prompts=demo_prompts,
+        seed=seed,
+        artifacts_dir=artifacts_dir,
+    )
+    specs, skipped = reward_model_specs(folders, device=device, batch_size=batch_size)
+    for name, reason in skipped.items():
+        logger.warning("skipping model %s: %s", name, reason)
+    specs += baseline
+    if not specs:
+        raise ValueError("nothing to evaluate: no scalar reward model and no baseline")
+    paths = benchmark_locations(
+        names, benchmark_paths, artifacts_dir=artifacts_dir, demo_prompts=demo_prompts, seed=seed
+    )
+
+    scores: dict[tuple[str, str], StageResult] = {}
+    metrics: dict[tuple[str, str], StageResult] = {}
+    stages: dict[str, StageResult] = {}
+    for benchmark, path in paths.items():
+        root_dir = (image_roots or {}).get(benchmark)
+        table = load_benchmark_task(benchmark, path, image_root=root_dir, root=artifacts_dir)
+        stages[f"benchmark {benchmark}"] = table
+        for spec in specs:
+            key = (spec.name, benchmark)
+            scores[key] = score_benchmark_task(
+                table.path,
+                benchmark=benchmark,
+                scorer=spec,
+                batch_size=batch_size,
+                progress=progress,
+                root=artifacts_dir,
+            )
+            if not scores[key].cached:
+                logger.info("%s on %s: %.1f items/s", *key, scores[key].stats["items_per_second"])
+            metrics[key] = compute_metrics_task(scores[key].path, options=options, root=artifacts_dir)
+    summary = summarize_task([result.path for result in metrics.values()], root=artifacts_dir)
+    pairwise = [key for key in scores if get_benchmark(key[1]).kind == PAIRS]
+    plots = evaluation_plots_task(
+        [scores[key].path for key in pairwise], [metrics[key].path for key in pairwise], root=artifacts_dir
+    )
+    stages |= {f"scores {name} on {benchmark}": result for (name, benchmark), result in scores.items()}
+    stages |= {f"metrics {name} on {benchmark}": result for (name, benchmark), result in metrics.items()}
+    stages |= {"table": summary, "plots": plots}
+
+    wide = summary.read("wide")
+    create_table_artifact(
+        key=TABLE_ARTIFACT,
+        table=[
+            {column: _json_number(value) for column, value in row.items()}
+            for row in wide.iter_rows(named=True)
+        ],
+        description="Reward models and baselines (rows) on benchmark metrics (columns), as in Table 1",
+    )
+    create_markdown_artifact(
+        key=REPORT_ARTIFACT,
+        markdown=report_markdown(wide, plots.read(), skipped, options),
+        description="Evaluation: Table 1, decision rules and plots",
+    )
+    outputs = {"table": str(summary.path), "table_wide": summary.paths["wide"], "plots": plots.paths["png"]}
+    flat = {
+        stage: str(result.path) for stage, result in stages.items() if stage.startswith(("scores", "metrics"))
+    }
+    publish_run_artifacts(FLOW_NAME, stages, {**outputs, **flat})
+    return {
+        **outputs,
+        "scores": _nested(scores),
+        "metrics": _nested(metrics),
+        "skipped": skipped,
+        "models": folders,
+        "benchmarks": paths,
+    }
+
+
+def _nested(results: dict[tuple[str, str], StageResult]) -> dict[str, dict[str, str]]:
+    """``{scorer: {benchmark: path}}``."""
+    nested: dict[str, dict[str, str]] = {}
+    for (name, benchmark), result in results.items():
+        nested.setdefault(name, {})[benchmark] = str(result.path)
+    return nested
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+if __name__ == "__main__":
+    evaluate_reward_model()

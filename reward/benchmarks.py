@@ -1,0 +1,264 @@
+"""The evaluation benchmarks: how each is read, which kind of table it gives, and its metrics.
+
+=====================  ========  ==================================================================
+name                   kind      metrics (:mod:`reward.metrics`)
+=====================  ========  ==================================================================
+mjbench-alignment      pairs     accuracy with / without ties, overall, per subset and per category
+mjbench-quality        pairs     (same)
+mjbench-safety         pairs     (same)
+tifa160                ratings   Pearson, Kendall tau-b, tie-calibrated pairwise accuracy
+unsafebench-test       safety    F1, accuracy, precision, recall at sigmoid(score) >= threshold
+smid                   safety    (same)
+unsafe-diffusion       safety    (same; the authors' 40% test hold-out)
+=====================  ========  ==================================================================
+
+Safety labels are 1 = safe, 0 = unsafe; the binary decision is "safe" when ``sigmoid(score) >=
+threshold``, which assumes the score is the logit of P(safe) — true for a safety perspective trained
+with cross-entropy, not for a preference reward or CLIPScore (CLIPScore >= 0 always predicts "safe").
+The positive class of F1 / precision / recall is stated in every metrics row (default ``unsafe``, as
+Unsafe Diffusion's detectors output 1 for unsafe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from data.readers import (
+    ReadResult,
+    read_mjbench,
+    read_smid,
+    read_tifa,
+    read_unsafe_diffusion,
+    read_unsafebench,
+)
+from data.schemas import REJECTS_SCHEMA
+from data.validate import reject_rows, validate_benchmark_pairs, validate_safety
+from reward.evaluation import PAIRS, RATINGS, SAFETY, BenchmarkKind, EvaluationError
+from reward.metrics import (
+    OVERALL,
+    SafetyClass,
+    correlation_metrics,
+    pairwise_accuracy_by_group,
+    safety_binary_metrics,
+)
+
+STAGE = "eval_benchmark"
+TIFA_FILE = "human_annotations.json"
+
+
+@dataclass(frozen=True)
+class BenchmarkTable:
+    """A benchmark read for evaluation: its rows, the rejected ones, and the rows read in total."""
+
+    table: pl.DataFrame
+    rejects: pl.DataFrame
+
+    @property
+    def rows_in(self) -> int:
+        return self.table.height + self.rejects.height
+
+
+Reader = Callable[[Path, Path | None], BenchmarkTable]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: ``name`` (flow parameter), ``kind`` of table, ``title`` (table columns), the
+    demo corpus folder holding a copy (None: no demo copy) and its reader."""
+
+    name: str
+    kind: BenchmarkKind
+    title: str
+    demo_dataset: str | None
+    read: Reader
+
+
+def _validated(result: ReadResult, validate: Callable) -> BenchmarkTable:
+    valid, rejects = validate(result.table, image_check="none", stage=STAGE)
+    return BenchmarkTable(valid, pl.concat([result.rejects, rejects]))
+
+
+def _mjbench(subset: str) -> Reader:
+    def read(path: Path, image_root: Path | None) -> BenchmarkTable:
+        return _validated(
+            read_mjbench(path, subsets=[subset], image_root=image_root), validate_benchmark_pairs
+        )
+
+    return read
+
+
+def _tifa(path: Path, image_root: Path | None) -> BenchmarkTable:
+    result = read_tifa(path / TIFA_FILE if path.is_dir() else path, image_root=image_root)
+    unscored = result.table["human_avg"].is_null()
+    rejects = reject_rows(
+        result.table.filter(unscored),
+        stage=STAGE,
+        field="human_avg",
+        reason="no human score (a prompt listing such as tifa160.json cannot be evaluated)",
+        id_column="item_id",
+    )
+    return BenchmarkTable(result.table.filter(~unscored), pl.concat([result.rejects, rejects]))
+
+
+def _unsafebench(path: Path, image_root: Path | None) -> BenchmarkTable:
+    return _validated(read_unsafebench(path, split="test", image_root=image_root), validate_safety)
+
+
+def _smid(path: Path, image_root: Path | None) -> BenchmarkTable:
+    return _validated(read_smid(path, image_root=image_root), validate_safety)
+
+
+def _unsafe_diffusion(path: Path, image_root: Path | None) -> BenchmarkTable:
+    result = read_unsafe_diffusion(path, image_root=image_root)
+    train = result.table["split"] != "test"
+    held_out = reject_rows(
+        result.table.filter(train),
+        stage=STAGE,
+        field="split",
+        reason="in the train split: the evaluation uses the authors' 40% test hold-out",
+        id_column="item_id",
+    )
+    checked = _validated(ReadResult(result.table.filter(~train), result.rejects), validate_safety)
+    return BenchmarkTable(checked.table, pl.concat([checked.rejects, held_out]))
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    benchmark.name: benchmark
+    for benchmark in (
+        Benchmark("mjbench-alignment", PAIRS, "MJ-Bench alignment", "mjbench", _mjbench("alignment")),
+        Benchmark("mjbench-quality", PAIRS, "MJ-Bench quality", "mjbench", _mjbench("quality")),
+        Benchmark("mjbench-safety", PAIRS, "MJ-Bench safety", "mjbench", _mjbench("safety")),
+        Benchmark("tifa160", RATINGS, "TIFA160", "tifa160", _tifa),
+        Benchmark("unsafebench-test", SAFETY, "UnsafeBench test", "unsafebench", _unsafebench),
+        Benchmark("smid", SAFETY, "SMID", None, _smid),
+        Benchmark("unsafe-diffusion", SAFETY, "Unsafe Diffusion", None, _unsafe_diffusion),
+    )
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """The benchmark called ``name``; the error lists the known names."""
+    if name not in BENCHMARKS:
+        raise EvaluationError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+def read_benchmark(name: str, path: str | Path, *, image_root: str | Path | None = None) -> BenchmarkTable:
+    """Read benchmark ``name`` from ``path`` (its published layout), validated, with every dropped row
+    in ``rejects`` (REJECTS_SCHEMA)."""
+    benchmark = get_benchmark(name)
+    root = Path(image_root).expanduser().resolve() if image_root is not None else None
+    result = benchmark.read(Path(path).expanduser().resolve(), root)
+    return BenchmarkTable(result.table, result.rejects.cast(REJECTS_SCHEMA))
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics of scored benchmark tables
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Decision rules: the MJ-Bench tie threshold on |s0 - s1|, and the safety positive class and
+    probability threshold (``sigmoid(score) >= safety_threshold`` is "safe")."""
+
+    tie_threshold: float = 0.0
+    positive_class: SafetyClass = "unsafe"
+    safety_threshold: float = 0.5
+
+
+#: Level of a pairwise-accuracy row: all pairs, one subset, or one (subset, category).
+LEVELS = (OVERALL, "subset", "category")
+
+
+def pairs_metrics(scores: pl.DataFrame, *, tie_threshold: float = 0.0) -> pl.DataFrame:
+    """MJ-Bench accuracy per (subset, category), per subset, and over all pairs (``level``)."""
+    by_category = pairwise_accuracy_by_group(scores, by=("subset", "category"), threshold=tie_threshold)
+    by_subset = pairwise_accuracy_by_group(scores, by="subset", threshold=tie_threshold)
+    level = pl.when(pl.col("subset") == OVERALL).then(pl.lit(OVERALL))
+    return pl.concat(
+        [
+            by_category.with_columns(level.otherwise(pl.lit("category")).alias("level")),
+            by_subset.filter(pl.col("subset") != OVERALL).with_columns(
+                pl.lit("subset").alias("level"), pl.lit(None, dtype=pl.String).alias("category")
+            ),
+        ],
+        how="diagonal",
+    ).select("level", "subset", "category", pl.exclude("level", "subset", "category"))
+
+
+def benchmark_metrics(
+    kind: BenchmarkKind, scores: pl.DataFrame, options: MetricOptions = MetricOptions()
+) -> pl.DataFrame:
+    """The metrics table of a scored benchmark table (columns as :func:`score_table` writes them)."""
+    if scores.is_empty():
+        raise EvaluationError("no scored rows to compute metrics on")
+    if kind == PAIRS:
+        return pairs_metrics(scores, tie_threshold=options.tie_threshold)
+    if kind == RATINGS:
+        return pl.DataFrame([asdict(correlation_metrics(scores["human_avg"], scores["score"]))])
+    if kind == SAFETY:
+        metrics = safety_binary_metrics(
+            scores["score"],
+            scores["label"],
+            positive_class=options.positive_class,
+            threshold=options.safety_threshold,
+        )
+        return pl.DataFrame([asdict(metrics)])
+    raise EvaluationError(f"unknown benchmark kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One number of the Table-1 summary: the metrics column it comes from and its label."""
+
+    column: str
+    label: str
+
+
+HEADLINES: dict[str, tuple[Headline, ...]] = {
+    PAIRS: (Headline("accuracy_with_tie", "acc w/ tie"), Headline("accuracy_without_tie", "acc w/o tie")),
+    RATINGS: (
+        Headline("pearson", "Pearson"),
+        Headline("kendall_tau_b", "Kendall tau-b"),
+        Headline("pairwise_accuracy", "pairwise acc (tie-calibrated)"),
+    ),
+    SAFETY: (Headline("f1", "F1"), Headline("accuracy", "accuracy")),
+}
+
+
+def headline_values(kind: BenchmarkKind, metrics: pl.DataFrame) -> list[tuple[Headline, float]]:
+    """The Table-1 numbers of a metrics table: the overall row for MJ-Bench, the only row otherwise.
+    Safety labels name the positive class (``F1 (unsafe = positive)``)."""
+    row = metrics.filter(pl.col("level") == OVERALL) if kind == PAIRS else metrics
+    if row.height != 1:
+        raise EvaluationError(f"expected one summary row in the {kind} metrics, got {row.height}")
+    values = row.row(0, named=True)
+    headlines = HEADLINES[kind]
+    if kind == SAFETY:
+        headlines = tuple(
+            Headline(h.column, f"{h.label} ({values['positive_class']} = positive)")
+            if h.column == "f1"
+            else h
+            for h in headlines
+        )
+    return [(headline, float(values[headline.column])) for headline in headlines]
+
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "BenchmarkTable",
+    "HEADLINES",
+    "Headline",
+    "LEVELS",
+    "MetricOptions",
+    "benchmark_metrics",
+    "get_benchmark",
+    "headline_values",
+    "pairs_metrics",
+    "read_benchmark",
+]

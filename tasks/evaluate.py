@@ -1,0 +1,264 @@
+"""Evaluation stages: read a benchmark, score it with a scorer, compute its metrics, summarize.
+
+- ``eval_benchmark``: a benchmark in its published layout → its normalized table (+ rejects).
+- ``eval_scores``: a benchmark table + a scorer → per-item scores (+ the items that could not be
+  scored). The key covers the scorer's identity: for a reward model the content of its folder and of a
+  local base-model folder; for CLIPScore the open_clip model, weights and settings.
+- ``eval_metrics``: per-item scores → the benchmark's metrics (:mod:`reward.benchmarks`).
+- ``eval_table``: every metrics table → the Table-1 summary (long, and ``wide``: one row per scorer).
+
+Plots are in :mod:`tasks.evaluate_plots`. Scorers are loaded only when a score stage is not cached.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+import data.images
+import data.readers
+import data.schemas
+import data.validate
+import reward.backbones
+import reward.baselines
+import reward.benchmarks
+import reward.checkpoint
+import reward.evaluation
+import reward.heads
+import reward.metrics
+import reward.model
+import reward.scoring
+from data.validate import reject_rows
+from reward.baselines import CLIPSCORE_WEIGHT, ClipScoreScorer, ClipSpec
+from reward.benchmarks import MetricOptions, benchmark_metrics, get_benchmark, headline_values, read_benchmark
+from reward.evaluation import EvaluationError, Scorer, reward_model_scorers, score_table
+from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
+from tasks.prefect_stage import stage_task
+
+_MODULE = sys.modules[__name__]
+EVAL_BENCHMARK = Stage(
+    "eval_benchmark", 1, (_MODULE, reward.benchmarks, data.readers, data.validate, data.schemas)
+)
+EVAL_SCORES = Stage(
+    "eval_scores",
+    1,
+    (
+        _MODULE,
+        reward.evaluation,
+        reward.baselines,
+        reward.scoring,
+        reward.checkpoint,
+        reward.model,
+        reward.heads,
+        reward.backbones,
+        data.images,
+    ),
+)
+EVAL_METRICS = Stage("eval_metrics", 1, (_MODULE, reward.benchmarks, reward.metrics))
+EVAL_TABLE = Stage("eval_table", 1, (_MODULE, reward.benchmarks))
+
+REWARD_MODEL, BASELINE = "reward model", "baseline"
+DEFAULT_CLIP, DEFAULT_OPTIONS = ClipSpec(), MetricOptions()
+#: Columns the score stage puts first in its table: who scored which benchmark.
+ID_COLUMNS = ("scorer", "scorer_kind", "benchmark")
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """A scorer as a score stage needs it: ``name`` (in every output), ``kind`` (reward model or
+    baseline), what identifies it in the stage key (``params``, and ``inputs``: paths whose content is
+    fingerprinted) and how to ``load`` it (called only when the stage is not cached)."""
+
+    name: str
+    kind: str
+    params: Mapping[str, Any]
+    load: Callable[[], Scorer] = field(compare=False, repr=False)
+    inputs: Mapping[str, str | None] = field(default_factory=dict)
+
+
+def clipscore_spec(
+    clip: ClipSpec = DEFAULT_CLIP, *, prompt_prefix: str = "", name: str = "CLIPScore"
+) -> ScorerSpec:
+    """The CLIPScore baseline; a local checkpoint file or ``local-dir:`` model is keyed by content."""
+    checkpoint = clip.pretrained if clip.pretrained and Path(clip.pretrained).expanduser().is_file() else None
+    model_dir = (
+        clip.model_name.removeprefix("local-dir:") if clip.model_name.startswith("local-dir:") else None
+    )
+    params = {
+        "baseline": "clipscore",
+        "model_name": None if model_dir else clip.model_name,
+        "pretrained": None if checkpoint else clip.pretrained,
+        "seed": clip.seed,
+        "weight": CLIPSCORE_WEIGHT,
+        "prompt_prefix": prompt_prefix,
+    }
+    return ScorerSpec(
+        name,
+        BASELINE,
+        params,
+        lambda: ClipScoreScorer(clip, prompt_prefix=prompt_prefix, name=name),
+        {"checkpoint": checkpoint, "model_dir": model_dir},
+    )
+
+
+def reward_model_specs(
+    models: Mapping[str, str | Path], *, device: str | None = None, batch_size: int = 16
+) -> tuple[list[ScorerSpec], dict[str, str]]:
+    """One spec per ``{name: model folder}`` (folders on one base model share one lazy load) and the
+    skipped GPM folders ``{name: reason}``."""
+    scorers, skipped = reward_model_scorers(models, device=device, batch_size=batch_size)
+    specs = []
+    for scorer in scorers:
+        folder = scorer.source.folders[scorer.perspective]
+        backbone = reward.checkpoint.read_reward_config(folder).backbone
+        local = Path(backbone.name_or_path).expanduser()
+        params = {"reward_model": True, "backbone": None if local.is_dir() else backbone.name_or_path}
+        inputs = {"model": str(folder), "backbone": str(local) if local.is_dir() else None}
+        specs.append(ScorerSpec(scorer.name, REWARD_MODEL, params, lambda scorer=scorer: scorer, inputs))
+    return specs, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+
+
+def load_benchmark(
+    name: str, path: str | Path, *, image_root: str | Path | None = None, root: str | Path | None = None
+) -> StageResult:
+    """Stage: read benchmark ``name`` from ``path`` into its normalized table."""
+
+    def compute() -> StageOutput:
+        read = read_benchmark(name, path, image_root=image_root)
+        return StageOutput(
+            tables={MAIN: read.table, REJECTS: read.rejects},
+            rows_in=read.rows_in,
+            rows_kept=read.table.height,
+            stats={"benchmark": name, "kind": get_benchmark(name).kind},
+        )
+
+    inputs = {"dataset": path, "image_root": image_root}
+    return run_stage(EVAL_BENCHMARK, params={"benchmark": name}, inputs=inputs, compute=compute, root=root)
+
+
+def score_benchmark(
+    benchmark_path: str | Path,
+    *,
+    benchmark: str,
+    scorer: ScorerSpec,
+    batch_size: int = 16,
+    progress: bool = True,
+    root: str | Path | None = None,
+) -> StageResult:
+    """Stage: score every row of a benchmark table with ``scorer`` (size-sorted batches)."""
+    kind = get_benchmark(benchmark).kind
+
+    def compute() -> StageOutput:
+        table = pl.read_parquet(benchmark_path)
+        loaded = scorer.load()
+        result = score_table(loaded, table, kind, batch_size=batch_size, progress=progress)
+        failed = table.with_row_index("_row").join(result.failures, left_on="_row", right_on="row")
+        rejects = reject_rows(
+            failed,
+            stage=EVAL_SCORES.name,
+            field=pl.col("field"),
+            reason=pl.col("reason"),
+            id_column="item_id",
+        )
+        identity = [
+            pl.lit(value).alias(column)
+            for column, value in zip(ID_COLUMNS, (scorer.name, scorer.kind, benchmark), strict=True)
+        ]
+        scored = result.scored.select(*identity, pl.all())
+        return StageOutput(
+            tables={MAIN: scored, REJECTS: rejects},
+            rows_in=table.height,
+            rows_kept=scored.height,
+            stats={
+                "scorer": scorer.name,
+                "distinct_items": result.distinct_items,
+                "scoring_seconds": round(result.seconds, 3),
+                "items_per_second": round(result.items_per_second, 2),
+            },
+        )
+
+    params = {"benchmark": benchmark, "scorer": scorer.name, "scorer_kind": scorer.kind, **scorer.params}
+    params["batch_size"] = batch_size
+    inputs = {"benchmark": benchmark_path, **{f"scorer_{name}": path for name, path in scorer.inputs.items()}}
+    return run_stage(EVAL_SCORES, params=params, inputs=inputs, compute=compute, root=root)
+
+
+def compute_metrics(
+    scores_path: str | Path, *, options: MetricOptions = DEFAULT_OPTIONS, root: str | Path | None = None
+) -> StageResult:
+    """Stage: the metrics table of one scorer on one benchmark (first columns: scorer, kind, benchmark)."""
+
+    def compute() -> StageOutput:
+        scores = pl.read_parquet(scores_path)
+        if scores.is_empty():
+            raise EvaluationError(
+                f"{scores_path}: no scored rows (every item was rejected; see its rejects table)"
+            )
+        identity = scores.select(ID_COLUMNS).row(0, named=True)
+        metrics = benchmark_metrics(get_benchmark(identity["benchmark"]).kind, scores, options)
+        table = metrics.select(*[pl.lit(value).alias(column) for column, value in identity.items()], pl.all())
+        return StageOutput(
+            tables={MAIN: table}, rows_in=scores.height, rows_kept=scores.height, stats=identity
+        )
+
+    return run_stage(
+        EVAL_METRICS, params=asdict(options), inputs={"scores": scores_path}, compute=compute, root=root
+    )
+
+
+def table_one(metrics: Sequence[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(long, wide) summaries of metrics tables: long has one row per (scorer, benchmark, metric);
+    wide one row per scorer and one column per ``"<benchmark title>: <metric>"``, in input order."""
+    rows = []
+    for table in metrics:
+        identity = table.select(ID_COLUMNS).row(0, named=True)
+        benchmark = get_benchmark(identity["benchmark"])
+        for headline, value in headline_values(benchmark.kind, table):
+            rows.append(
+                {
+                    **identity,
+                    "metric": headline.column,
+                    "column": f"{benchmark.title}: {headline.label}",
+                    "value": value,
+                }
+            )
+    schema = {
+        **dict.fromkeys(ID_COLUMNS, pl.String),
+        "metric": pl.String,
+        "column": pl.String,
+        "value": pl.Float64,
+    }
+    long = pl.DataFrame(rows, schema=schema)
+    repeated = long.filter(pl.struct("scorer", "column").is_duplicated())
+    if repeated.height:
+        first = repeated.row(0, named=True)
+        raise EvaluationError(f"two metrics tables of scorer {first['scorer']!r} on {first['benchmark']!r}")
+    wide = long.pivot(on="column", index=["scorer", "scorer_kind"], values="value", sort_columns=False)
+    return long, wide
+
+
+def summarize(metrics_paths: Sequence[str | Path], *, root: str | Path | None = None) -> StageResult:
+    """Stage: the Table-1 summary (main: long; ``wide``: scorers × benchmark metrics)."""
+
+    def compute() -> StageOutput:
+        long, wide = table_one([pl.read_parquet(path) for path in metrics_paths])
+        count = len(metrics_paths)
+        return StageOutput(tables={MAIN: long, "wide": wide}, rows_in=count, rows_kept=count)
+
+    paths = [str(path) for path in metrics_paths]
+    return run_stage(EVAL_TABLE, params={}, inputs={"metrics": paths}, compute=compute, root=root)
+
+
+load_benchmark_task = stage_task(load_benchmark, name="eval-benchmark")
+score_benchmark_task = stage_task(score_benchmark, name="eval-scores")
+compute_metrics_task = stage_task(compute_metrics, name="eval-metrics")
+summarize_task = stage_task(summarize, name="eval-table")

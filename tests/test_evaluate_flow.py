@@ -1,0 +1,330 @@
+"""The evaluation stages (cached, keyed by the model folder's content) and the evaluate-reward-model flow
+as real flow runs: on the demo benchmarks with a demo-trained tiny model and CLIPScore, and on the real
+MJ-Bench quality/human pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+from prefect.artifacts import Artifact
+
+from flows.evaluate_reward_model import (
+    DEMO_BENCHMARKS,
+    REPORT_ARTIFACT,
+    TABLE_ARTIFACT,
+    evaluate_reward_model,
+)
+from reward.baselines import ClipSpec
+from reward.benchmarks import MetricOptions, benchmark_metrics, get_benchmark
+from reward.config import HeadConfig, LoraSettings, LossConfig
+from reward.metrics import correlation_metrics, pairwise_accuracy, safety_binary_metrics
+from reward.tiny import build_tiny_backbone
+from tasks.evaluate import (
+    clipscore_spec,
+    compute_metrics,
+    load_benchmark,
+    reward_model_specs,
+    score_benchmark,
+    summarize,
+)
+from tasks.evaluate_plots import evaluation_plots
+from tests.reward_support import one_torch_thread, save, trained_model  # noqa: F401
+
+
+def artifact_rows(key: str) -> list[dict]:
+    artifact = Artifact.get(key)
+    assert artifact is not None, f"no artifact {key}"
+    return artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+
+
+def recomputed(benchmark: str, scores: pl.DataFrame) -> dict[str, float]:
+    """The benchmark's headline metrics computed here with reward.metrics from the per-item scores."""
+    kind = get_benchmark(benchmark).kind
+    if kind == "pairs":
+        result = pairwise_accuracy(scores["score0"], scores["score1"], scores["label"])
+        return {
+            "accuracy_with_tie": result.accuracy_with_tie,
+            "accuracy_without_tie": result.accuracy_without_tie,
+        }
+    if kind == "ratings":
+        result = correlation_metrics(scores["human_avg"], scores["score"])
+        return {
+            "pearson": result.pearson,
+            "kendall_tau_b": result.kendall_tau_b,
+            "pairwise_accuracy": result.pairwise_accuracy,
+        }
+    result = safety_binary_metrics(scores["score"], scores["label"], positive_class="unsafe")
+    return {"f1": result.f1, "accuracy": result.accuracy}
+
+
+def check_outputs_against_scores(outputs: dict) -> None:
+    """Every metrics table, the Table-1 Parquet and the table artifact hold the values recomputed from
+    the written per-item scores."""
+    long = pl.read_parquet(outputs["table"])
+    wide = pl.read_parquet(outputs["table_wide"])
+    artifact = {row["scorer"]: row for row in artifact_rows(TABLE_ARTIFACT)}
+    for scorer, by_benchmark in outputs["scores"].items():
+        for benchmark, path in by_benchmark.items():
+            scores = pl.read_parquet(path)
+            assert set(scores["scorer"]) == {scorer} and set(scores["benchmark"]) == {benchmark}
+            metrics = pl.read_parquet(outputs["metrics"][scorer][benchmark])
+            summary = metrics.filter(pl.col("level") == "overall") if "level" in metrics.columns else metrics
+            for metric, value in recomputed(benchmark, scores).items():
+                assert summary[metric][0] == pytest.approx(value, nan_ok=True), (scorer, benchmark, metric)
+                row = long.filter(
+                    (pl.col("scorer") == scorer)
+                    & (pl.col("benchmark") == benchmark)
+                    & (pl.col("metric") == metric)
+                )
+                assert row["value"][0] == pytest.approx(value, nan_ok=True)
+                column = row["column"][0]
+                assert wide.filter(pl.col("scorer") == scorer)[column][0] == pytest.approx(value, nan_ok=True)
+                shown = artifact[scorer][column]
+                assert (shown is None and np.isnan(value)) or shown == pytest.approx(value, abs=5e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval-models")
+    backbone = build_tiny_backbone(root / "tiny", "llava")
+    lora = LoraSettings(rank=2, dropout=0.0)
+    model = trained_model(backbone, perspective="alignment", head=HeadConfig(), lora=lora, seed=0)
+    other = trained_model(backbone, perspective="alignment", head=HeadConfig(), lora=lora, seed=5)
+    gpm = trained_model(backbone, perspective="ranking", head=HeadConfig(gpm_dim=2), lora=None, seed=2)
+    return {
+        "backbone": backbone,
+        "model": save(model, root / "model", backbone),
+        "other": save(other, root / "other", backbone),
+        "gpm": save(gpm, root / "gpm", backbone, LossConfig("gpm")),
+        "root": root,
+    }
+
+
+def test_score_stage_is_cached_and_keyed_by_the_model_folders_content(tiny, demo_corpus, tmp_path) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny["model"], folder)
+    table = load_benchmark("mjbench-quality", demo_corpus / "mjbench", root=tmp_path)
+    (spec,), _ = reward_model_specs({"alignment": folder}, device="cpu")
+    first = score_benchmark(
+        table.path, benchmark="mjbench-quality", scorer=spec, progress=False, root=tmp_path
+    )
+    assert not first.cached and first.rows_kept == table.rows_kept and first.stats["distinct_items"] > 0
+    (again,), _ = reward_model_specs({"alignment": folder}, device="cpu")
+    second = score_benchmark(
+        table.path, benchmark="mjbench-quality", scorer=again, progress=False, root=tmp_path
+    )
+    assert second.cached and second.key == first.key and not again.load().source.loaded  # never loaded
+
+    shutil.rmtree(folder)
+    shutil.copytree(tiny["other"], folder)  # same path, other weights
+    (changed,), _ = reward_model_specs({"alignment": folder}, device="cpu")
+    third = score_benchmark(
+        table.path, benchmark="mjbench-quality", scorer=changed, progress=False, root=tmp_path
+    )
+    assert not third.cached and third.key != first.key
+    assert not np.allclose(third.read()["score0"], first.read()["score0"])
+    manifest = json.loads(Path(third.manifest_path).read_text())
+    assert manifest["inputs"]["scorer_backbone"]["path"] == str(tiny["backbone"].resolve())
+
+    clip = score_benchmark(
+        table.path, benchmark="mjbench-quality", scorer=clipscore_spec(), progress=False, root=tmp_path
+    )
+    seeded = clipscore_spec(ClipSpec(seed=1))
+    other_seed = score_benchmark(
+        table.path, benchmark="mjbench-quality", scorer=seeded, progress=False, root=tmp_path
+    )
+    assert len({first.key, third.key, clip.key, other_seed.key}) == 4
+    assert set(clip.read()["scorer_kind"]) == {"baseline"} and set(first.read()["scorer_kind"]) == {
+        "reward model"
+    }
+
+
+def test_score_stage_accounts_for_unreadable_images(tmp_path: Path) -> None:
+    image = tmp_path / "ok.png"
+    Image.new("RGB", (16, 16), "blue").save(image)
+    table = pl.DataFrame(
+        {
+            "item_id": ["ok", "gone"],
+            "prompt": ["a blue square", "a red circle"],
+            "image_uri": [str(image), str(tmp_path / "gone.png")],
+            "label": pl.Series([1, 0], dtype=pl.Int8),
+            "source_file": ["list.json"] * 2,
+            "source_row": [0, 1],
+        }
+    )
+    table.write_parquet(tmp_path / "bench.parquet")
+    result = score_benchmark(
+        tmp_path / "bench.parquet", benchmark="smid", scorer=clipscore_spec(), progress=False, root=tmp_path
+    )
+    assert (result.rows_in, result.rows_kept, result.rows_rejected) == (2, 1, 1)
+    rejects = result.read("rejects")
+    assert rejects.select("stage", "source_file", "source_row", "record_id", "field").row(0) == (
+        "eval_scores",
+        "list.json",
+        1,
+        "gone",
+        "image_uri",
+    )
+    assert "gone.png" in rejects["reason"][0]
+    assert result.read()["item_id"].to_list() == ["ok"]
+
+
+def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
+    specs, skipped = reward_model_specs({"alignment": tiny["model"], "ranking": tiny["gpm"]}, device="cpu")
+    assert [spec.name for spec in specs] == ["alignment"] and list(skipped) == ["ranking"]
+    specs.append(clipscore_spec())
+    options = MetricOptions(positive_class="safe")
+    scores, metrics = [], []
+    for benchmark, folder in [
+        ("mjbench-alignment", "mjbench"),
+        ("mjbench-safety", "mjbench"),
+        ("unsafebench-test", "unsafebench"),
+    ]:
+        table = load_benchmark(benchmark, demo_corpus / folder, root=tmp_path)
+        for spec in specs:
+            scored = score_benchmark(
+                table.path, benchmark=benchmark, scorer=spec, progress=False, root=tmp_path
+            )
+            result = compute_metrics(scored.path, options=options, root=tmp_path)
+            expected = benchmark_metrics(get_benchmark(benchmark).kind, scored.read(), options)
+            assert result.read().drop("scorer", "scorer_kind", "benchmark").equals(expected)
+            scores.append(scored.path)
+            metrics.append(result.path)
+    assert pl.read_parquet(metrics[-1])["positive_class"].to_list() == ["safe"]
+
+    summary = summarize(metrics, root=tmp_path)
+    wide = summary.read("wide")
+    assert wide["scorer"].to_list() == ["alignment", "CLIPScore"] and wide.width == 2 + 2 + 2 + 2
+    assert "UnsafeBench test: F1 (safe = positive)" in wide.columns
+    assert summarize(metrics, root=tmp_path).cached
+    with pytest.raises(ValueError, match="two metrics tables of scorer 'alignment' on 'mjbench-alignment'"):
+        summarize([metrics[0], metrics[0]], root=tmp_path)
+
+    plots = evaluation_plots(scores[:4], metrics[:4], root=tmp_path)
+    listed = plots.read()
+    assert sorted(listed["name"]) == [
+        "accuracy-mjbench-alignment.png",
+        "accuracy-mjbench-safety.png",
+        "score-differences-alignment.png",
+        "score-differences-clipscore.png",
+    ]
+    for path in listed["path"]:
+        assert Path(path).parent == Path(plots.paths["png"]) and Path(path).is_relative_to(tmp_path.resolve())
+        with Image.open(path) as png:
+            assert png.format == "PNG" and png.width > 200
+    assert evaluation_plots(scores[:4], metrics[:4], root=tmp_path).cached
+
+
+# --------------------------------------------------------------------------------------------
+# The flow
+
+
+@pytest.fixture(scope="module")
+def demo_run(prefect_harness, tmp_path_factory) -> dict:
+    art = tmp_path_factory.mktemp("eval-flow") / "art"
+    options = {
+        "artifacts_dir": str(art),
+        "demo_prompts": 24,
+        "demo_max_steps": 2,
+        "batch_size": 8,
+        "progress": False,
+    }
+    outputs = evaluate_reward_model(**options)
+    return {"outputs": outputs, "options": options, "art": art}
+
+
+def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) -> None:
+    outputs, art = demo_run["outputs"], demo_run["art"]
+    assert list(outputs["benchmarks"]) == DEMO_BENCHMARKS
+    assert list(outputs["models"]) == ["alignment"] and Path(outputs["models"]["alignment"]).is_relative_to(
+        art / "train"
+    )
+    assert sorted(outputs["scores"]) == ["CLIPScore", "alignment"]
+    assert all(sorted(by) == sorted(DEMO_BENCHMARKS) for by in outputs["scores"].values())
+    check_outputs_against_scores(outputs)
+
+    rows = artifact_rows(TABLE_ARTIFACT)
+    assert [(row["scorer"], row["scorer_kind"]) for row in rows] == [
+        ("alignment", "reward model"),
+        ("CLIPScore", "baseline"),
+    ]
+    assert "MJ-Bench alignment: acc w/ tie" in rows[0] and "TIFA160: Kendall tau-b" in rows[0]
+    assert "UnsafeBench test: F1 (unsafe = positive)" in rows[0]
+
+    plots = sorted(Path(outputs["plots"]).glob("*.png"))
+    assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3  # 2 scorers, 3 MJ-Bench subsets
+    report = Artifact.get(REPORT_ARTIFACT).data
+    assert report.count("data:image/png;base64,") == len(plots)
+    assert all(str(path) in report for path in plots) and "**unsafe** as the positive class" in report
+
+
+def test_a_second_run_reuses_every_stage(demo_run) -> None:
+    again = evaluate_reward_model(**demo_run["options"])
+    assert again["table"] == demo_run["outputs"]["table"] and again["scores"] == demo_run["outputs"]["scores"]
+    statuses = {row["stage"]: row["status"] for row in artifact_rows("evaluate-reward-model-stages")}
+    assert set(statuses.values()) == {"cached"}
+    assert {"eval_benchmark", "eval_scores", "eval_metrics", "eval_table", "eval_plots"} <= set(statuses)
+
+
+@pytest.mark.real_data
+def test_real_mjbench_quality_human_pairs(demo_run, real_data: Path) -> None:
+    human = real_data / "mjbench" / "quality" / "human"
+    outputs = evaluate_reward_model(
+        models={"alignment": demo_run["outputs"]["models"]["alignment"]},
+        benchmark_paths={"mjbench-quality": str(human)},
+        batch_size=16,
+        progress=False,
+        artifacts_dir=demo_run["options"]["artifacts_dir"],
+    )
+    assert outputs["benchmarks"] == {"mjbench-quality": str(human)}
+    for scorer in ("alignment", "CLIPScore"):
+        scores = pl.read_parquet(outputs["scores"][scorer]["mjbench-quality"])
+        assert scores.height == 100 and set(scores["category"]) == {"human"}
+        assert scores["image0_uri"].str.starts_with(str(human)).all()
+        assert scores["label"].to_list() == [0] * 100  # label_0 = 1 in captions_human.json: image_0 preferred
+    check_outputs_against_scores(outputs)
+    rows = artifact_rows(TABLE_ARTIFACT)
+    assert [row["scorer"] for row in rows] == ["alignment", "CLIPScore"] and len(rows[0]) == 2 + 2
+
+
+def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
+    outputs = evaluate_reward_model(
+        models={"alignment": str(tiny["model"]), "gpm": str(tiny["gpm"])},
+        baselines=[],
+        benchmarks=["mjbench-quality"],
+        demo_prompts=24,
+        progress=False,
+        artifacts_dir=demo_run["options"]["artifacts_dir"],
+    )
+    assert list(outputs["scores"]) == ["alignment"] and "GPM" in outputs["skipped"]["gpm"]
+    assert "skipped gpm:" in Artifact.get(REPORT_ARTIFACT).data
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"benchmarks": ["smid"]}, "benchmark 'smid' has no demo copy: pass its path"),
+        (
+            {"benchmarks": ["mjbench-quality"], "benchmark_paths": {"tifa160": "x"}},
+            r"names benchmark\(s\) \['tifa160'\]",
+        ),
+        ({"models": {}, "baselines": ["pickscore"]}, r"unknown baseline\(s\) \['pickscore'\]"),
+        ({"models": {}, "benchmarks": []}, "no benchmark to evaluate on"),
+        ({"models": {}, "baselines": [], "benchmarks": ["mjbench-quality"]}, "nothing to evaluate"),
+    ],
+)
+def test_bad_parameters_are_refused(parameters: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        evaluate_reward_model(artifacts_dir=str(tmp_path), progress=False, **parameters)

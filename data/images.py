@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 SEPARATOR = "::"
 _PARQUET_MEMBER = re.compile(r"^(?P<column>[^\[\]]+)\[(?P<row>\d+)\]$")
@@ -115,11 +115,46 @@ def read_image_bytes(uri: str) -> bytes:
         raise ImageError(f"{uri}: cannot read ({exc})") from exc
 
 
+#: Signatures that name one format unambiguously (WebP is ``RIFF<size>WEBP``, handled apart).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+
+
+def _signature_format(data: bytes) -> str | None:
+    """The format the leading bytes name (WEBP, PNG, JPEG, GIF), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return None
+
+
+def _pil_open(data: bytes) -> Image.Image:
+    """``Image.open`` of ``data``, trying first the one plugin its signature names.
+
+    Without a hint Pillow probes its registered plugins in turn, which costs ~70 µs per image (5x the
+    header parse itself). Bytes the named plugin cannot identify go through the full probe, so every
+    outcome (the image or the error) is the one ``Image.open`` gives.
+    """
+    hinted = _signature_format(data)
+    if hinted is not None:
+        try:
+            return Image.open(io.BytesIO(data), formats=[hinted])
+        except UnidentifiedImageError:
+            pass
+    return Image.open(io.BytesIO(data))
+
+
 def open_image(uri: str, *, mode: str = "RGB") -> Image.Image:
     """Decode the image behind ``uri`` fully and convert it to ``mode``."""
     data = read_image_bytes(uri)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pil_open(data) as image:
             image.load()
             return image.convert(mode)
     except (OSError, Image.DecompressionBombError, ValueError) as exc:
@@ -134,7 +169,7 @@ def check_image(uri: str, *, decode: bool = False) -> str | None:
             open_image(uri)
             return None
         data = read_image_bytes(uri)
-        with Image.open(io.BytesIO(data)) as image:
+        with _pil_open(data) as image:
             width, height = image.size
         if width == 0 or height == 0:
             return f"{uri}: empty image ({width}x{height})"

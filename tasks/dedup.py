@@ -55,32 +55,67 @@ class Nearest:
     distance: np.ndarray
 
 
+def admissible_lengths(length: int, cutoff: float) -> tuple[float, float]:
+    """Lengths a string may have and still be within ``cutoff`` of a string of ``length``: the edit
+    distance is at least the length difference, so ``|a - b| <= cutoff * max(a, b)`` is necessary.
+    One character of slack on each side keeps float rounding on the safe side."""
+    if cutoff >= 1.0:
+        return -np.inf, np.inf
+    return length * (1.0 - cutoff) - 1.0, length / (1.0 - cutoff) + 1.0
+
+
 def nearest_within(
     queries: list[str], choices: list[str], *, cutoff: float, chunk_rows: int = 4096, workers: int = -1
 ) -> Nearest:
-    """Nearest choice of every query by normalized Levenshtein distance, all pairs computed in C++ by
-    ``rapidfuzz.process.cdist`` in row chunks (bounded memory: ``chunk_rows × len(choices)`` floats).
-    Distances above ``cutoff`` are not computed exactly (they read as 1.0)."""
+    """Nearest choice of every query by normalized Levenshtein distance (ties: the lowest choice index),
+    computed in C++ by ``rapidfuzz.process.cdist``. Distances above ``cutoff`` are not computed exactly
+    (they read as 1.0).
+
+    Two exact shortcuts keep the all-pairs work down: identical queries are computed once, and each
+    query is compared only with the choices whose length could be within ``cutoff`` of its own (see
+    :func:`admissible_lengths`; with the default cutoff 0.1, about 40% of the pairs of the demo corpus'
+    templated prompts, fewer for prompts of more varied length). Memory is bounded by
+    ``chunk_rows x len(choices)`` floats."""
     index = np.full(len(queries), -1, dtype=np.int64)
     distance = np.ones(len(queries), dtype=np.float32)
     if not queries or not choices:
         return Nearest(index, distance)
-    for start in range(0, len(queries), chunk_rows):
-        block = process.cdist(
-            queries[start : start + chunk_rows],
-            choices,
-            scorer=Levenshtein.normalized_distance,
-            score_cutoff=cutoff,
-            dtype=np.float32,
-            workers=workers,
-        )
-        best = block.argmin(axis=1)
-        best_distance = block[np.arange(block.shape[0]), best]
-        within = best_distance <= cutoff
-        stop = start + block.shape[0]
-        index[start:stop] = np.where(within, best, -1)
-        distance[start:stop] = np.where(within, best_distance, 1.0)
-    return Nearest(index, distance)
+    position: dict[str, int] = {}
+    inverse = np.fromiter(
+        (position.setdefault(query, len(position)) for query in queries), dtype=np.int64, count=len(queries)
+    )
+    unique = list(position)
+    unique_index = np.full(len(unique), -1, dtype=np.int64)
+    unique_distance = np.ones(len(unique), dtype=np.float32)
+    query_lengths = np.fromiter((len(query) for query in unique), dtype=np.int64, count=len(unique))
+    choice_lengths = np.fromiter((len(choice) for choice in choices), dtype=np.int64, count=len(choices))
+    by_length = np.argsort(choice_lengths, kind="stable")
+    sorted_lengths = choice_lengths[by_length]
+    for length in np.unique(query_lengths):
+        low, high = admissible_lengths(int(length), cutoff)
+        first = np.searchsorted(sorted_lengths, low, side="left")
+        last = np.searchsorted(sorted_lengths, high, side="right")
+        if first >= last:
+            continue
+        columns = np.sort(by_length[first:last])  # ascending choice index: argmin keeps the lowest
+        window = [choices[column] for column in columns]
+        rows = np.flatnonzero(query_lengths == length)
+        for start in range(0, len(rows), chunk_rows):
+            chunk = rows[start : start + chunk_rows]
+            block = process.cdist(
+                [unique[row] for row in chunk],
+                window,
+                scorer=Levenshtein.normalized_distance,
+                score_cutoff=cutoff,
+                dtype=np.float32,
+                workers=workers,
+            )
+            best = block.argmin(axis=1)
+            best_distance = block[np.arange(block.shape[0]), best]
+            within = best_distance <= cutoff
+            unique_index[chunk] = np.where(within, columns[best], -1)
+            unique_distance[chunk] = np.where(within, best_distance, 1.0)
+    return Nearest(unique_index[inverse], unique_distance[inverse])
 
 
 def dedup_against_benchmark(

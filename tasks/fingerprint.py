@@ -13,11 +13,15 @@ import hashlib
 import inspect
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
 _CHUNK = 1 << 20
+#: Paths per SQL lookup (below SQLite's bound-parameter limit) and threads that hash new files.
+_SQL_BATCH = 500
+_HASH_THREADS = 2
 _memo_lock = threading.Lock()
 
 
@@ -43,21 +47,50 @@ class FingerprintMemo:
         return sqlite3.connect(self.database, timeout=60)
 
     def digest(self, path: Path) -> str:
-        path = path.resolve()
-        stat = path.stat()
-        signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        return self.digests([path])[0]
+
+    def digests(self, paths: Sequence[Path]) -> list[str]:
+        """Digests of ``paths`` in order: one memo lookup for all of them, the files that are new or
+        changed hashed in a few threads (``hashlib`` releases the GIL while it hashes)."""
+        resolved = [path.resolve() for path in paths]
+        signatures = [_signature(path) for path in resolved]
         with _memo_lock, self._connect() as connection:
-            row = connection.execute(
-                "SELECT size, mtime_ns, inode, digest FROM digests WHERE path = ?", (str(path),)
-            ).fetchone()
-        if row is not None and tuple(row[:3]) == signature:
-            return row[3]
-        digest = file_digest(path)
-        with _memo_lock, self._connect() as connection:
-            connection.execute(
-                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)", (str(path), *signature, digest)
-            )
-        return digest
+            known = {
+                row[0]: (tuple(row[1:4]), row[4])
+                for start in range(0, len(resolved), _SQL_BATCH)
+                for row in connection.execute(
+                    "SELECT path, size, mtime_ns, inode, digest FROM digests WHERE path IN "
+                    f"({','.join('?' * len(resolved[start : start + _SQL_BATCH]))})",
+                    [str(path) for path in resolved[start : start + _SQL_BATCH]],
+                )
+            }
+        result = [""] * len(resolved)
+        stale: list[int] = []
+        for position, (path, signature) in enumerate(zip(resolved, signatures, strict=True)):
+            entry = known.get(str(path))
+            if entry is not None and entry[0] == signature:
+                result[position] = entry[1]
+            else:
+                stale.append(position)
+        if stale:
+            with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
+                fresh = list(pool.map(file_digest, [resolved[position] for position in stale]))
+            with _memo_lock, self._connect() as connection:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (str(resolved[position]), *signatures[position], digest)
+                        for position, digest in zip(stale, fresh, strict=True)
+                    ],
+                )
+            for position, digest in zip(stale, fresh, strict=True):
+                result[position] = digest
+        return result
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def path_fingerprint(path: Path, memo: FingerprintMemo) -> str:
@@ -65,11 +98,14 @@ def path_fingerprint(path: Path, memo: FingerprintMemo) -> str:
     if path.is_file():
         return memo.digest(path)
     if path.is_dir():
-        entries = sorted(
-            (str(child.relative_to(path)), memo.digest(child))
-            for child in path.rglob("*")
-            if child.is_file() and not child.name.startswith(".")
+        files = sorted(
+            (child for child in path.rglob("*") if child.is_file() and not child.name.startswith(".")),
+            key=lambda child: str(child.relative_to(path)),
         )
+        digests = memo.digests(files)
+        entries = [
+            (str(child.relative_to(path)), digest) for child, digest in zip(files, digests, strict=True)
+        ]
         return hashlib.blake2b(repr(entries).encode(), digest_size=16).hexdigest()
     raise FileNotFoundError(f"stage input not found: {path}")
 

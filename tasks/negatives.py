@@ -10,12 +10,19 @@ For every prompt t and each of its best-rated images i_k (the anchors):
 "Other" means another ``prompt_id`` whose normalized text also differs (repeated prompts are not
 negatives of each other). Each (anchor, kind) without a usable neighbour among the ``search_k``
 nearest is rejected with that reason.
+
+Search: ``index="flat"`` (the default) is exact brute force, whose cost grows with anchors x images,
+i.e. with the square of the dataset (~3 s at ImageRewardDB's 50k images on 2 cores, ~100x that at
+10x the size). ``index="ivf"`` is FAISS' inverted-file index (sqrt(n) k-means lists, ``probes`` of
+them searched per query): approximate, for large datasets; docs/BENCHMARKS.md gives its speed and how
+often it picks the same negative as the exact search.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -37,15 +44,51 @@ def _matrix(frame: pl.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(frame["embedding"].to_numpy(), dtype=np.float32)
 
 
+SearchIndex = Literal["flat", "ivf"]
+#: k-means iterations and training points per list of the IVF index (FAISS wants >= 39 per list).
+IVF_TRAINING_ITERATIONS = 10
+IVF_POINTS_PER_LIST = 64
+
+
+def build_index(
+    base: np.ndarray, kind: SearchIndex = "flat", *, probes: int = 16, seed: int = 0
+) -> faiss.Index:
+    """An inner-product index over ``base``: exact (``flat``) or an IVF index with ``round(sqrt(n))``
+    lists trained on a seeded sample, ``probes`` lists searched per query."""
+    dimension = base.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dimension)
+        index.add(base)
+        return index
+    if kind != "ivf":
+        raise ValueError(f"unknown search index {kind!r}; choose 'flat' or 'ivf'")
+    lists = max(1, round(float(np.sqrt(base.shape[0]))))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = IVF_TRAINING_ITERATIONS
+    index.cp.seed = seed
+    sample_size = min(base.shape[0], IVF_POINTS_PER_LIST * lists)
+    sample = np.random.default_rng(seed).choice(base.shape[0], size=sample_size, replace=False)
+    index.train(base[np.sort(sample)])
+    index.add(base)
+    index.nprobe = min(probes, lists)
+    return index
+
+
 def nearest_other(
-    base: np.ndarray, queries: np.ndarray, query_groups: np.ndarray, base_groups: np.ndarray, *, search_k: int
+    base: np.ndarray,
+    queries: np.ndarray,
+    query_groups: np.ndarray,
+    base_groups: np.ndarray,
+    *,
+    search_k: int,
+    index: SearchIndex = "flat",
+    probes: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query row, the index of the most similar ``base`` row (inner product) whose group differs
     from the query's group, and that similarity; -1 / NaN when none is among the ``search_k`` nearest."""
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(base)
+    searcher = build_index(base, index, probes=probes)
     k = min(search_k, base.shape[0])
-    similarities, neighbours = index.search(queries, k)
+    similarities, neighbours = searcher.search(queries, k)
     usable = (neighbours >= 0) & (base_groups[np.clip(neighbours, 0, None)] != query_groups[:, None])
     has_any = usable.any(axis=1)
     first = usable.argmax(axis=1)
@@ -65,32 +108,71 @@ def _reject(anchors: pl.DataFrame, missing: np.ndarray, kind: str, reason: str) 
     return reject_rows(anchors.filter(pl.Series(missing)), stage="negatives", field=kind, reason=reason)
 
 
+def _group_codes(texts: pl.DataFrame) -> pl.Series:
+    """One integer per distinct normalized prompt text, for each row of ``texts``
+    (:func:`normalize_prompt` runs once per distinct raw text)."""
+    distinct = texts["prompt"].unique().to_list()
+    normalized = pl.DataFrame(
+        {"prompt": distinct, "_normalized": [normalize_prompt(text) for text in distinct]},
+        schema={"prompt": pl.String, "_normalized": pl.String},
+    )
+    coded = texts.select("prompt").join(normalized, on="prompt", how="left", maintain_order="left")
+    return coded["_normalized"].rank("dense").cast(pl.Int64).alias("_group")
+
+
+def _rows_of(keys: pl.Series, table: pl.DataFrame, column: str) -> np.ndarray:
+    """Row numbers in ``table`` of each value of ``keys`` (matched on ``table[column]``, unique);
+    a KeyError naming the first value that is missing."""
+    lookup = table.select(column).with_row_index("_row")
+    found = keys.to_frame(column).join(lookup, on=column, how="left", maintain_order="left")["_row"]
+    if found.null_count():
+        missing = keys.filter(found.is_null())[0]
+        raise KeyError(f"{column} {missing!r} not found")
+    return found.to_numpy().astype(np.int64)
+
+
 def mine_negatives(
-    scored: pl.DataFrame, images: pl.DataFrame, texts: pl.DataFrame, *, search_k: int = 32
+    scored: pl.DataFrame,
+    images: pl.DataFrame,
+    texts: pl.DataFrame,
+    *,
+    search_k: int = 32,
+    index: SearchIndex = "flat",
+    probes: int = 16,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, float]]:
     """(hard-negative pairs in PAIRS_SCHEMA, rejected (anchor, kind) rows, statistics)."""
     anchors = _anchors(scored, images)
-    text_group = texts["prompt"].map_elements(normalize_prompt, return_dtype=pl.String)
-    group_codes = {text: code for code, text in enumerate(text_group.unique().sort().to_list())}
-    prompt_group = dict(zip(texts["prompt_id"].to_list(), (group_codes[t] for t in text_group), strict=True))
+    text_groups = _group_codes(texts).to_numpy()
 
-    # Text negatives: query each anchor's prompt embedding against all prompt embeddings.
-    text_row = {prompt_id: row for row, prompt_id in enumerate(texts["prompt_id"].to_list())}
-    anchor_text_rows = np.array([text_row[p] for p in anchors["prompt_id"].to_list()], dtype=np.int64)
+    # Text negatives: each anchor's prompt embedding against all prompt embeddings. Anchors of one
+    # prompt share their query, so each distinct anchor prompt is searched once.
+    anchor_text_rows = _rows_of(anchors["prompt_id"], texts, "prompt_id")
+    query_rows, query_of_anchor = np.unique(anchor_text_rows, return_inverse=True)
     text_base = _matrix(texts)
-    text_groups = np.array([prompt_group[p] for p in texts["prompt_id"].to_list()], dtype=np.int64)
     anchor_groups = text_groups[anchor_text_rows]
     neg_text, text_similarity = nearest_other(
-        text_base, text_base[anchor_text_rows], anchor_groups, text_groups, search_k=search_k
+        text_base,
+        text_base[query_rows],
+        text_groups[query_rows],
+        text_groups,
+        search_k=search_k,
+        index=index,
+        probes=probes,
     )
+    neg_text, text_similarity = neg_text[query_of_anchor], text_similarity[query_of_anchor]
 
     # Image negatives: query each anchor image against all images of other prompts.
-    image_row = {image_id: row for row, image_id in enumerate(images["image_id"].to_list())}
-    anchor_image_rows = np.array([image_row[i] for i in anchors["image_id"].to_list()], dtype=np.int64)
+    anchor_image_rows = _rows_of(anchors["image_id"], images, "image_id")
     image_base = _matrix(images)
-    image_groups = np.array([prompt_group[p] for p in images["prompt_id"].to_list()], dtype=np.int64)
+    image_groups = text_groups[_rows_of(images["prompt_id"], texts, "prompt_id")]
     neg_image, image_similarity = nearest_other(
-        image_base, image_base[anchor_image_rows], anchor_groups, image_groups, search_k=search_k
+        image_base,
+        image_base[anchor_image_rows],
+        anchor_groups,
+        image_groups,
+        search_k=search_k,
+        index=index,
+        probes=probes,
     )
 
     base = anchors.select(
@@ -159,23 +241,33 @@ def negatives(
     texts_path: str | Path,
     *,
     search_k: int = 32,
+    index: SearchIndex = "flat",
+    probes: int = 16,
     root: str | Path | None = None,
 ) -> StageResult:
-    """Stage: hard-negative pairs (one text and one image negative per best-rated image)."""
+    """Stage: hard-negative pairs (one text and one image negative per best-rated image). ``index``
+    picks exact search (``flat``) or the approximate IVF index for large datasets (see above)."""
+    if index not in ("flat", "ivf"):
+        raise ValueError(f"unknown search index {index!r}; choose 'flat' or 'ivf'")
 
     def compute() -> StageOutput:
         scored = pl.read_parquet(scored_path)
         images = pl.read_parquet(images_path)
         texts = pl.read_parquet(texts_path)
-        table, rejects, stats = mine_negatives(scored, images, texts, search_k=search_k)
+        table, rejects, stats = mine_negatives(
+            scored, images, texts, search_k=search_k, index=index, probes=probes
+        )
         attempts = 2 * int(stats["anchors"])
         return StageOutput(
             tables={MAIN: table, REJECTS: rejects}, rows_in=attempts, rows_kept=table.height, stats=stats
         )
 
+    params: dict[str, object] = {"search_k": search_k}
+    if index != "flat":
+        params.update(index=index, probes=probes)
     return run_stage(
         NEGATIVES,
-        params={"search_k": search_k},
+        params=params,
         inputs={"scored": scored_path, "images": images_path, "texts": texts_path},
         compute=compute,
         root=root,

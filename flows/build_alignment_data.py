@@ -14,7 +14,7 @@ from flows.common import finish_build, rating_pairs_stages, resolve_demo_default
 from tasks.assemble import assemble_pairs_task
 from tasks.dedup import DEFAULT_THRESHOLD
 from tasks.embed import ClipSpec, embed_task
-from tasks.negatives import negatives_task
+from tasks.negatives import SearchIndex, negatives_task
 
 FLOW_NAME = "build-alignment-data"
 
@@ -32,6 +32,7 @@ def build_alignment_data(
     clip_pretrained: str | None = None,
     clip_seed: int = 0,
     negatives_search_k: int = 32,
+    negatives_index: SearchIndex = "auto",
     seed: int = 0,
     validation_fraction: float = 0.1,
     image_check: ImageCheck = "header",
@@ -63,6 +64,7 @@ def build_alignment_data(
             stages["embed"].path,
             stages["embed"].paths["text"],
             search_k=negatives_search_k,
+            index=negatives_index,
             root=artifacts_dir,
         )
         pair_tables.append(stages["negatives"].path)

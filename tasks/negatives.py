@@ -11,11 +11,12 @@ For every prompt t and each of its best-rated images i_k (the anchors):
 negatives of each other). Each (anchor, kind) without a usable neighbour among the ``search_k``
 nearest is rejected with that reason.
 
-Search: ``index="flat"`` (the default) is exact brute force, whose cost grows with anchors x images,
-i.e. with the square of the dataset (~3 s at ImageRewardDB's 50k images on 2 cores, ~100x that at
-10x the size). ``index="ivf"`` is FAISS' inverted-file index (sqrt(n) k-means lists, ``probes`` of
-them searched per query): approximate, for large datasets; docs/BENCHMARKS.md gives its speed and how
-often it picks the same negative as the exact search.
+Search: ``index="flat"`` is exact brute force, whose cost grows with anchors x images, i.e. with the
+square of the dataset (~3 s at ImageRewardDB's 50k images on 2 cores, ~100x that at 10x the size).
+``index="ivf"`` is FAISS' inverted-file index (sqrt(n) k-means lists, ``probes`` of them searched per
+query, seeded, so deterministic): approximate, for large datasets; docs/BENCHMARKS.md gives its speed
+and how often it picks the same negative as the exact search (99.5-99.9%). ``index="auto"`` (the
+flows' default) searches exactly below ``AUTO_IVF_MIN_ROWS`` rows and with IVF from there on.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def _matrix(frame: pl.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(frame["embedding"].to_numpy(), dtype=np.float32)
 
 
-SearchIndex = Literal["flat", "ivf"]
+SearchIndex = Literal["auto", "flat", "ivf"]
+#: From this many rows on, ``index="auto"`` uses the IVF index (ImageRewardDB's ~50k images stay exact).
+AUTO_IVF_MIN_ROWS = 200_000
 #: k-means iterations and training points per list of the IVF index (FAISS wants >= 39 per list).
 IVF_TRAINING_ITERATIONS = 10
 IVF_POINTS_PER_LIST = 64
@@ -56,12 +59,14 @@ def build_index(
     """An inner-product index over ``base``: exact (``flat``) or an IVF index with ``round(sqrt(n))``
     lists trained on a seeded sample, ``probes`` lists searched per query."""
     dimension = base.shape[1]
+    if kind == "auto":
+        kind = "ivf" if base.shape[0] >= AUTO_IVF_MIN_ROWS else "flat"
     if kind == "flat":
         index = faiss.IndexFlatIP(dimension)
         index.add(base)
         return index
     if kind != "ivf":
-        raise ValueError(f"unknown search index {kind!r}; choose 'flat' or 'ivf'")
+        raise ValueError(f"unknown search index {kind!r}; choose 'auto', 'flat' or 'ivf'")
     lists = max(1, round(float(np.sqrt(base.shape[0]))))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = IVF_TRAINING_ITERATIONS
@@ -246,9 +251,9 @@ def negatives(
     root: str | Path | None = None,
 ) -> StageResult:
     """Stage: hard-negative pairs (one text and one image negative per best-rated image). ``index``
-    picks exact search (``flat``) or the approximate IVF index for large datasets (see above)."""
-    if index not in ("flat", "ivf"):
-        raise ValueError(f"unknown search index {index!r}; choose 'flat' or 'ivf'")
+    picks exact search (``flat``), the approximate IVF index (``ivf``) or one by size (``auto``)."""
+    if index not in ("auto", "flat", "ivf"):
+        raise ValueError(f"unknown search index {index!r}; choose 'auto', 'flat' or 'ivf'")
 
     def compute() -> StageOutput:
         scored = pl.read_parquet(scored_path)

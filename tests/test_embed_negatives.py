@@ -142,3 +142,14 @@ def test_a_local_checkpoint_replaces_the_random_weights(tmp_path: Path) -> None:
     prompts = ["two red circles", "a blue square above a green triangle"]
     assert np.allclose(loaded.encode_text(prompts), reference.encode_text(prompts), atol=1e-6)
     assert not np.allclose(other_seed.encode_text(prompts), reference.encode_text(prompts), atol=1e-3)
+
+
+def test_auto_index_is_exact_for_small_tables_and_ivf_for_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    from tasks import negatives as negatives_module
+
+    base = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32)
+    assert isinstance(negatives_module.build_index(base, "auto"), faiss.IndexFlatIP)
+    monkeypatch.setattr(negatives_module, "AUTO_IVF_MIN_ROWS", 100)
+    assert isinstance(negatives_module.build_index(base, "auto"), faiss.IndexIVFFlat)

@@ -243,3 +243,21 @@ def test_gpu_eval_full_size_configs_have_the_published_parameter_counts() -> Non
     assert counts["phi35v-sized"]["total"] == pytest.approx(4.15e9, rel=0.01)
     assert counts["phi35v-sized"]["vision_tower"] == pytest.approx(0.304e9, rel=0.01)
     assert counts["qwen2.5-vl-3b-sized"]["total"] == pytest.approx(3.75e9, rel=0.01)
+
+
+def test_scoring_smoke_agrees_batched_and_one_by_one() -> None:
+    from benchmarks import scoring
+
+    result = scoring.main(["--smoke"])
+    assert result["scoring"]["max_score_difference"] < 1e-5
+    assert result["scoring"]["batched_items_per_s"] > 0 and result["training"]["one_forward_pairs_per_s"] > 0
+
+
+def test_learnability_quick_runs_every_perspective_and_head(tmp_path: Path) -> None:
+    from benchmarks import learnability
+
+    assert learnability.main(["--quick", "--out", str(tmp_path / "learn")]) == 0
+    results = json.loads((tmp_path / "learn" / "results.json").read_text())["results"]
+    runs = {(row["perspective"], row["head"]) for row in results}
+    assert runs == {(p, h) for p in learnability.PERSPECTIVES for h in learnability.HEADS}
+    assert all(0.0 <= row["accuracy"] <= 1.0 and row["steps"] > 0 for row in results)

@@ -22,6 +22,10 @@ from reward.config import BackboneConfig
 FALLBACK_TEMPLATE = "{prompt}\n{image}"
 
 
+#: Distinct prompts whose rendered text a backbone remembers (cleared when full).
+RENDER_CACHE_SIZE = 100_000
+
+
 class Backbone(nn.Module):
     """A loaded vision-language model with feature extraction for reward modelling."""
 
@@ -34,6 +38,7 @@ class Backbone(nn.Module):
         self.adapter = adapter
         self.config = config
         self.feature_layer = self._resolve_layer(config.hidden_layer)
+        self._rendered: dict[str, str] = {}
 
     # ----------------------------------------------------------------- structure
     @property
@@ -89,7 +94,16 @@ class Backbone(nn.Module):
         return self.adapter.image_placeholder(self.processor)
 
     def render_prompt(self, prompt: str) -> str:
-        """The text of one example: the prompt, then the image placeholder (prompt first helps)."""
+        """The text of one example: the prompt, then the image placeholder (prompt first helps).
+        Rendered once per distinct prompt (a chat template is a Jinja render: ~0.1 ms each)."""
+        rendered = self._rendered.get(prompt)
+        if rendered is None:
+            if len(self._rendered) >= RENDER_CACHE_SIZE:
+                self._rendered.clear()
+            rendered = self._rendered[prompt] = self._render(prompt)
+        return rendered
+
+    def _render(self, prompt: str) -> str:
         template = self.config.prompt_template or self.adapter.default_template
         if template is not None:
             return template.format(prompt=prompt, image=self.image_placeholder)

@@ -83,10 +83,13 @@ def plain_cached_stages_seconds(flow_kwargs: dict[str, Any]) -> float:
         embedded = embed(scored.path, clip=ClipSpec(), root=root)
         mined = negatives(scored.path, embedded.path, embedded.paths["text"], root=root)
         result = assemble_pairs([paired.path, mined.path], root=root)
-        if not all(
-            stage.cached for stage in (ingested, bench, deduped, scored, paired, embedded, mined, result)
-        ):
-            raise RuntimeError("plain rerun: a stage was not cached")
+        computed = [
+            stage.stage
+            for stage in (ingested, bench, deduped, scored, paired, embedded, mined, result)
+            if not stage.cached
+        ]
+        if computed:
+            raise RuntimeError(f"plain rerun: stages not found in the flow's cache: {computed}")
 
     return _timed(chain)
 

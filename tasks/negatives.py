@@ -246,12 +246,13 @@ def negatives(
     texts_path: str | Path,
     *,
     search_k: int = 32,
-    index: SearchIndex = "flat",
+    index: SearchIndex = "auto",
     probes: int = 16,
     root: str | Path | None = None,
 ) -> StageResult:
     """Stage: hard-negative pairs (one text and one image negative per best-rated image). ``index``
-    picks exact search (``flat``), the approximate IVF index (``ivf``) or one by size (``auto``)."""
+    picks exact search (``flat``), the approximate IVF index (``ivf``) or one by size (``auto``, the
+    default, as in the build flows: called with the flows' defaults, the stage finds their outputs)."""
     if index not in ("auto", "flat", "ivf"):
         raise ValueError(f"unknown search index {index!r}; choose 'auto', 'flat' or 'ivf'")
 

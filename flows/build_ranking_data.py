@@ -10,6 +10,7 @@ from prefect import flow
 
 from data.validate import ImageCheck
 from flows.common import build_rating_perspective
+from flows.runners import TaskRunnerName
 from tasks.dedup import DEFAULT_THRESHOLD
 
 FLOW_NAME = "build-ranking-data"
@@ -28,8 +29,13 @@ def build_ranking_data(
     image_check: ImageCheck = "header",
     artifacts_dir: str | None = None,
     demo_prompts: int | None = None,
+    shards: int = 1,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
 ) -> dict[str, str]:
-    """Build overall-ranking training pairs; returns the train and validation Parquet paths."""
+    """Build overall-ranking training pairs; returns the train and validation Parquet paths.
+    ``shards`` splits dedup's prompts into that many shard tasks; ``task_runner="dask"`` runs the
+    stages on a Dask cluster (``dask_address``, else a temporary local one; see flows/runners.py)."""
     return build_rating_perspective(
         FLOW_NAME,
         "ranking",
@@ -44,6 +50,9 @@ def build_ranking_data(
         image_check=image_check,
         artifacts_dir=artifacts_dir,
         demo_prompts=demo_prompts,
+        shards=shards,
+        task_runner=task_runner,
+        dask_address=dask_address,
     )
 
 

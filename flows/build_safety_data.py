@@ -11,6 +11,7 @@ from prefect import flow
 
 from data.validate import ImageCheck
 from flows.common import demo_corpus_task, finish_build
+from flows.runners import TaskRunnerName, stage_runner
 from tasks.assemble import assemble_unpaired_task
 from tasks.ingest import ingest_safety_task
 
@@ -27,22 +28,31 @@ def build_safety_data(
     image_check: ImageCheck = "header",
     artifacts_dir: str | None = None,
     demo_prompts: int | None = None,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
 ) -> dict[str, str]:
-    """Build safety training rows; returns the train and validation Parquet paths."""
-    if unsafebench_path is None:
-        unsafebench_path = str(demo_corpus_task(artifacts_dir, demo_prompts, seed).unsafebench)
-    stages = {
-        "ingest_safety": ingest_safety_task(
-            unsafebench_path,
-            split=unsafebench_split,
-            image_root=image_root,
-            image_check=image_check,
+    """Build safety training rows; returns the train and validation Parquet paths.
+    ``task_runner="dask"`` runs the stages on a Dask cluster (see flows/runners.py)."""
+    with stage_runner(task_runner, dask_address) as runner:
+        if unsafebench_path is None:
+            unsafebench_path = str(demo_corpus_task(artifacts_dir, demo_prompts, seed).unsafebench)
+        stages = {
+            "ingest_safety": runner.run(
+                ingest_safety_task,
+                unsafebench_path,
+                split=unsafebench_split,
+                image_root=image_root,
+                image_check=image_check,
+                root=artifacts_dir,
+            )
+        }
+        stages["assemble"] = runner.run(
+            assemble_unpaired_task,
+            stages["ingest_safety"].path,
+            seed=seed,
+            validation_fraction=validation_fraction,
             root=artifacts_dir,
         )
-    }
-    stages["assemble"] = assemble_unpaired_task(
-        stages["ingest_safety"].path, seed=seed, validation_fraction=validation_fraction, root=artifacts_dir
-    )
     return finish_build(FLOW_NAME, stages)
 
 

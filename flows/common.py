@@ -10,12 +10,17 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.runners import StageRunner, TaskRunnerName, run_sharded, stage_runner
 from tasks.assemble import assemble_pairs_task
 from tasks.cache import StageResult, artifacts_root
 from tasks.dedup import dedup_task
+from tasks.dedup_shards import dedup_shard_task, finished_dedup, merge_dedup_task
+from tasks.embed import ClipSpec, embed_task
+from tasks.embed_shards import embed_shard_task, finished_embed, merge_embed_task
 from tasks.ingest import ingest_benchmark_task, ingest_ratings_task
 from tasks.pairs import pairs_task
 from tasks.ratings import Perspective, ratings_task
+from tasks.shards import SHARD, SHARDS, check_shard_count
 
 DEMO_DIR = "demo-corpus"
 
@@ -52,8 +57,54 @@ def demo_corpus_task(artifacts_dir: str | None, prompts: int | None, seed: int) 
     return DemoInputs(root)
 
 
+def dedup_stages(
+    runner: StageRunner,
+    ratings_path: str | Path,
+    benchmark_path: str | Path,
+    *,
+    threshold: float,
+    shards: int,
+    root: str | None,
+) -> dict[str, StageResult]:
+    """The dedup stage, over ``shards`` shards of the prompts when ``shards > 1`` (same output)."""
+    if check_shard_count(shards) == 1:
+        return {"dedup": runner.run(dedup_task, ratings_path, benchmark_path, threshold=threshold, root=root)}
+    return run_sharded(
+        runner,
+        "dedup",
+        shards=shards,
+        finished=lambda: finished_dedup(ratings_path, benchmark_path, threshold=threshold, root=root),
+        shard_task=dedup_shard_task,
+        merge_task=merge_dedup_task,
+        ratings_path=ratings_path,
+        benchmark_path=benchmark_path,
+        threshold=threshold,
+        root=root,
+    )
+
+
+def embed_stages(
+    runner: StageRunner, ratings_path: str | Path, *, clip: ClipSpec, shards: int, root: str | None
+) -> dict[str, StageResult]:
+    """The embed stage, over ``shards`` shards of the images and prompts when ``shards > 1``."""
+    if check_shard_count(shards) == 1:
+        return {"embed": runner.run(embed_task, ratings_path, clip=clip, root=root)}
+    return run_sharded(
+        runner,
+        "embed",
+        shards=shards,
+        finished=lambda: finished_embed(ratings_path, clip=clip, root=root),
+        shard_task=embed_shard_task,
+        merge_task=merge_embed_task,
+        ratings_path=ratings_path,
+        clip=clip,
+        root=root,
+    )
+
+
 def rating_pairs_stages(
     *,
+    runner: StageRunner,
     perspective: Perspective,
     imagereward_path: str | Path,
     imagereward_split: str | None,
@@ -62,30 +113,45 @@ def rating_pairs_stages(
     benchmark_subsets: list[str] | None,
     dedup_threshold: float,
     image_check: str,
+    shards: int,
     artifacts_dir: str | None,
 ) -> dict[str, StageResult]:
-    """ingest → (benchmark ingest) → dedup → ratings → pairs: the spine every rating perspective shares."""
-    ingested = ingest_ratings_task.submit(
+    """ingest → (benchmark ingest) → dedup → ratings → pairs: the spine every rating perspective shares.
+    The two ingests run concurrently; dedup runs over ``shards`` shards when ``shards > 1``."""
+    check_shard_count(shards)
+    ingested = runner.submit(
+        ingest_ratings_task,
         imagereward_path,
         split=imagereward_split,
         image_root=image_root,
         image_check=image_check,
         root=artifacts_dir,
     )
-    benchmark = ingest_benchmark_task.submit(benchmark_path, subsets=benchmark_subsets, root=artifacts_dir)
-    ingested_result, benchmark_result = ingested.result(), benchmark.result()
-    deduped = dedup_task(
-        ingested_result.path, benchmark_result.path, threshold=dedup_threshold, root=artifacts_dir
+    benchmark = runner.submit(
+        ingest_benchmark_task, benchmark_path, subsets=benchmark_subsets, root=artifacts_dir
     )
-    scored = ratings_task(deduped.path, perspective=perspective, root=artifacts_dir)
-    paired = pairs_task(scored.path, root=artifacts_dir)
-    return {
-        "ingest_ratings": ingested_result,
-        "ingest_benchmark": benchmark_result,
-        "dedup": deduped,
-        "ratings": scored,
-        "pairs": paired,
-    }
+    ingested_result, benchmark_result = ingested.result(), benchmark.result()
+    stages = {"ingest_ratings": ingested_result, "ingest_benchmark": benchmark_result}
+    stages |= dedup_stages(
+        runner,
+        ingested_result.path,
+        benchmark_result.path,
+        threshold=dedup_threshold,
+        shards=shards,
+        root=artifacts_dir,
+    )
+    stages["ratings"] = runner.run(
+        ratings_task, stages["dedup"].path, perspective=perspective, root=artifacts_dir
+    )
+    stages["pairs"] = runner.run(pairs_task, stages["ratings"].path, root=artifacts_dir)
+    return stages
+
+
+def stage_label(result: StageResult) -> str:
+    """A stage's name in the run's stage table: a shard's says which (``embed_shard 2/4``)."""
+    if SHARD in result.stats and SHARDS in result.stats and isinstance(result.stats[SHARDS], int):
+        return f"{result.stage} {result.stats[SHARD] + 1}/{result.stats[SHARDS]}"
+    return result.stage
 
 
 def publish_run_artifacts(
@@ -93,7 +159,7 @@ def publish_run_artifacts(
 ) -> None:
     """A table artifact of the stages (rows in / out / rejected, cached or computed, seconds) and a
     markdown artifact with the output paths, both keyed by the flow's name."""
-    rows = [result.summary() for result in stages.values()]
+    rows = [{**result.summary(), "stage": stage_label(result)} for result in stages.values()]
     create_table_artifact(
         key=f"{flow_name}-stages",
         table=rows,
@@ -104,7 +170,7 @@ def publish_run_artifacts(
     lines += ["", "## Every stage's tables", "", "| stage | table | rows | path |", "|---|---|---|---|"]
     for result in stages.values():
         for table, path in result.paths.items():
-            lines.append(f"| {result.stage} | {table} | {result.rows_out[table]} | `{path}` |")
+            lines.append(f"| {stage_label(result)} | {table} | {result.rows_out[table]} | `{path}` |")
     lines += [
         "",
         "Open any of them with `polars.read_parquet(path)`, `pyarrow.parquet.read_table(path)` or duckdb.",
@@ -157,23 +223,39 @@ def build_rating_perspective(
     image_check: str,
     artifacts_dir: str | None,
     demo_prompts: int | None,
+    shards: int = 1,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
 ) -> dict[str, str]:
-    """The whole recipe of a perspective without hard negatives: the rating-pairs spine + assemble."""
-    imagereward_path, benchmark_path = resolve_demo_default(
-        imagereward_path, benchmark_path, artifacts_dir=artifacts_dir, demo_prompts=demo_prompts, seed=seed
-    )
-    stages = rating_pairs_stages(
-        perspective=perspective,
-        imagereward_path=imagereward_path,
-        imagereward_split=imagereward_split,
-        image_root=image_root,
-        benchmark_path=benchmark_path,
-        benchmark_subsets=benchmark_subsets,
-        dedup_threshold=dedup_threshold,
-        image_check=image_check,
-        artifacts_dir=artifacts_dir,
-    )
-    stages["assemble"] = assemble_pairs_task(
-        [stages["pairs"].path], seed=seed, validation_fraction=validation_fraction, root=artifacts_dir
-    )
+    """The whole recipe of a perspective without hard negatives: the rating-pairs spine + assemble,
+    its stages run where ``task_runner`` says (see :mod:`flows.runners`)."""
+    check_shard_count(shards)
+    with stage_runner(task_runner, dask_address) as runner:
+        imagereward_path, benchmark_path = resolve_demo_default(
+            imagereward_path,
+            benchmark_path,
+            artifacts_dir=artifacts_dir,
+            demo_prompts=demo_prompts,
+            seed=seed,
+        )
+        stages = rating_pairs_stages(
+            runner=runner,
+            perspective=perspective,
+            imagereward_path=imagereward_path,
+            imagereward_split=imagereward_split,
+            image_root=image_root,
+            benchmark_path=benchmark_path,
+            benchmark_subsets=benchmark_subsets,
+            dedup_threshold=dedup_threshold,
+            image_check=image_check,
+            shards=shards,
+            artifacts_dir=artifacts_dir,
+        )
+        stages["assemble"] = runner.run(
+            assemble_pairs_task,
+            [stages["pairs"].path],
+            seed=seed,
+            validation_fraction=validation_fraction,
+            root=artifacts_dir,
+        )
     return finish_build(flow_name, stages)

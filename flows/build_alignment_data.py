@@ -11,13 +11,12 @@ from __future__ import annotations
 from prefect import flow
 
 from data.validate import ImageCheck
-from flows.common import embed_stages, finish_build, rating_pairs_stages, resolve_demo_default
-from flows.runners import TaskRunnerName, stage_runner
-from tasks.assemble import assemble_pairs_task
+from flows.common import build_rating_perspective, embed_stages
+from flows.runners import StageRunner, TaskRunnerName
+from tasks.cache import StageResult
 from tasks.dedup import DEFAULT_THRESHOLD
 from tasks.embed import ClipSpec
 from tasks.negatives import SearchIndex, negatives_task
-from tasks.shards import check_shard_count
 
 FLOW_NAME = "build-alignment-data"
 
@@ -52,52 +51,40 @@ def build_alignment_data(
     many shard tasks and a merge each: the same tables and keys as one shard. ``task_runner="dask"``
     runs every stage on a Dask cluster: the scheduler at ``dask_address``, else a temporary local
     cluster (needs the ``dask`` extra; see flows/runners.py)."""
-    check_shard_count(shards)
-    with stage_runner(task_runner, dask_address) as runner:
-        imagereward_path, benchmark_path = resolve_demo_default(
-            imagereward_path,
-            benchmark_path,
-            artifacts_dir=artifacts_dir,
-            demo_prompts=demo_prompts,
-            seed=seed,
-        )
-        stages = rating_pairs_stages(
-            runner=runner,
-            perspective="alignment",
-            imagereward_path=imagereward_path,
-            imagereward_split=imagereward_split,
-            image_root=image_root,
-            benchmark_path=benchmark_path,
-            benchmark_subsets=benchmark_subsets,
-            dedup_threshold=dedup_threshold,
-            image_check=image_check,
-            shards=shards,
-            artifacts_dir=artifacts_dir,
-        )
-        pair_tables = [stages["pairs"].path]
-        if hard_negatives:
-            clip = ClipSpec(model_name=clip_model, pretrained=clip_pretrained, seed=clip_seed)
-            stages |= embed_stages(
-                runner, stages["ratings"].path, clip=clip, shards=shards, root=artifacts_dir
-            )
-            stages["negatives"] = runner.run(
-                negatives_task,
-                stages["ratings"].path,
-                stages["embed"].path,
-                stages["embed"].paths["text"],
-                search_k=negatives_search_k,
-                index=negatives_index,
-                root=artifacts_dir,
-            )
-            pair_tables.append(stages["negatives"].path)
-        stages["assemble"] = runner.run(
-            assemble_pairs_task,
-            pair_tables,
-            seed=seed,
-            validation_fraction=validation_fraction,
+    def hard_negative_pairs(runner: StageRunner, stages: dict[str, StageResult]) -> list[str]:
+        """embed (optionally sharded) → negatives: one more pair table to assemble."""
+        clip = ClipSpec(model_name=clip_model, pretrained=clip_pretrained, seed=clip_seed)
+        stages |= embed_stages(runner, stages["ratings"].path, clip=clip, shards=shards, root=artifacts_dir)
+        stages["negatives"] = runner.run(
+            negatives_task,
+            stages["ratings"].path,
+            stages["embed"].path,
+            stages["embed"].paths["text"],
+            search_k=negatives_search_k,
+            index=negatives_index,
             root=artifacts_dir,
         )
-    return finish_build(FLOW_NAME, stages)
+        return [stages["negatives"].path]
+
+    return build_rating_perspective(
+        FLOW_NAME,
+        "alignment",
+        imagereward_path=imagereward_path,
+        imagereward_split=imagereward_split,
+        image_root=image_root,
+        benchmark_path=benchmark_path,
+        benchmark_subsets=benchmark_subsets,
+        dedup_threshold=dedup_threshold,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        image_check=image_check,
+        artifacts_dir=artifacts_dir,
+        demo_prompts=demo_prompts,
+        shards=shards,
+        task_runner=task_runner,
+        dask_address=dask_address,
+        more_pairs=hard_negative_pairs if hard_negatives else None,
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +208,11 @@ def resolve_demo_default(
     return imagereward_path or str(demo.imagerewarddb), benchmark_path or str(demo.mjbench)
 
 
+#: Adds stages to a perspective's build (into the stages dict it is given) and returns the extra pair
+#: tables they produce, to be assembled with the rating pairs.
+MorePairs = Callable[[StageRunner, dict[str, StageResult]], list[str]]
+
+
 def build_rating_perspective(
     flow_name: str,
     perspective: Perspective,
@@ -226,9 +231,11 @@ def build_rating_perspective(
     shards: int = 1,
     task_runner: TaskRunnerName = "thread",
     dask_address: str | None = None,
+    more_pairs: MorePairs | None = None,
 ) -> dict[str, str]:
-    """The whole recipe of a perspective without hard negatives: the rating-pairs spine + assemble,
-    its stages run where ``task_runner`` says (see :mod:`flows.runners`)."""
+    """The whole recipe of a rating perspective: the rating-pairs spine, the stages ``more_pairs``
+    adds (hard negatives, for alignment), then assemble; its stages run where ``task_runner`` says
+    (see :mod:`flows.runners`)."""
     check_shard_count(shards)
     with stage_runner(task_runner, dask_address) as runner:
         imagereward_path, benchmark_path = resolve_demo_default(
@@ -251,9 +258,12 @@ def build_rating_perspective(
             shards=shards,
             artifacts_dir=artifacts_dir,
         )
+        pair_tables = [stages["pairs"].path]
+        if more_pairs is not None:
+            pair_tables += more_pairs(runner, stages)
         stages["assemble"] = runner.run(
             assemble_pairs_task,
-            [stages["pairs"].path],
+            pair_tables,
             seed=seed,
             validation_fraction=validation_fraction,
             root=artifacts_dir,

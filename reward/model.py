@@ -49,7 +49,7 @@ class RewardModel(nn.Module):
                 lora_alpha=lora.alpha,
                 lora_dropout=lora.dropout,
                 target_modules=backbone.lora_target_regex(lora.target_modules),
-                modules_to_save=[backbone.adapter.projector_path],
+                modules_to_save=backbone.adapter.projector_modules_to_save(backbone.model),
             )
             object.__setattr__(self, "_peft_model", get_peft_model(backbone.model, config, adapter_name))
 

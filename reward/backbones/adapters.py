@@ -81,6 +81,10 @@ class ArchitectureAdapter:
             out["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
         return out
 
+    def projector_modules_to_save(self, model: nn.Module) -> list[str]:
+        """peft ``modules_to_save`` entries (paths in ``model``) that make the projector trainable."""
+        return [self.projector_path]
+
     def lora_target_regex(self, modules: Sequence[str] | None = None) -> str:
         """A peft ``target_modules`` regex matching ``modules`` inside the language model's layers only.
 
@@ -111,6 +115,26 @@ class Phi3VisionAdapter(ArchitectureAdapter):
 
     def image_token_mask(self, input_ids: Tensor, model_config: Any) -> Tensor:
         return input_ids < 0
+
+    def model_inputs(self, inputs: Mapping[str, Tensor], dtype: torch.dtype, device: torch.device) -> dict:
+        """As the base class, with a private copy of ``input_ids``: the remote code's image embedding
+        clamps them in place (image ids become 0), which would otherwise erase the caller's image tokens."""
+        out = super().model_inputs(inputs, dtype, device)
+        out["input_ids"] = out["input_ids"].clone()
+        return out
+
+    def projector_modules_to_save(self, model: nn.Module) -> list[str]:
+        """The projector's layers with parameters, not the projector: the remote code reads
+        ``img_projection[0].bias`` when it is an ``nn.Sequential`` and ``img_projection.bias`` otherwise, so a
+        peft wrapper around the whole Sequential (which has no ``bias``) breaks its forward."""
+        projector = model.get_submodule(self.projector_path)
+        if not isinstance(projector, nn.Sequential):
+            return [self.projector_path]
+        return [
+            f"{self.projector_path}.{name}"
+            for name, child in projector.named_children()
+            if next(child.parameters(), None) is not None
+        ]
 
     def prepare(self, processor: Any, images: Sequence[Any], texts: Sequence[str]) -> Mapping[str, Tensor]:
         rows = [

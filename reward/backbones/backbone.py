@@ -179,6 +179,8 @@ class Backbone(nn.Module):
         if "input_ids" not in inputs or "attention_mask" not in inputs:
             raise BackboneError("inputs need 'input_ids' and 'attention_mask' (use Backbone.prepare)")
         kwargs = self.adapter.model_inputs(inputs, self.dtype, self.device)
+        # Read before the forward: Phi-3-V's remote code clamps the (negative) image ids in place.
+        image_mask = self.adapter.image_token_mask(kwargs["input_ids"], self.model.config)
         base = self.model.get_submodule(self.adapter.base_model_path)
         store: dict[str, Tensor] = {}
         with self._capture(store):
@@ -194,7 +196,6 @@ class Backbone(nn.Module):
             hidden = store["layer"]
         attention_mask = kwargs["attention_mask"]
         e_h, last_index = gather_last_token(hidden, attention_mask)
-        image_mask = self.adapter.image_token_mask(kwargs["input_ids"], self.model.config)
         e_v, e_v_mask = gather_visual_tokens(embeddings, image_mask)
         return BackboneOutput(
             e_h=e_h,

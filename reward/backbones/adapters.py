@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -205,16 +205,8 @@ LLAVA = ArchitectureAdapter(
     embeddings_module_path="model.language_model",
 )
 
-LLAVA_NEXT = ArchitectureAdapter(
-    name="llava_next",
-    model_types=("llava_next",),
-    base_model_path="model",
-    projector_path="model.multi_modal_projector",
-    vision_tower_path="model.vision_tower",
-    language_model_path="model.language_model",
-    embeddings_capture="lm_input",
-    embeddings_module_path="model.language_model",
-)
+#: LLaVA-NeXT keeps LLaVA's module layout (its image features are packed per crop before the LM).
+LLAVA_NEXT = replace(LLAVA, name="llava_next", model_types=("llava_next",))
 
 QWEN_VL = QwenVLAdapter(
     name="qwen_vl",

@@ -261,3 +261,14 @@ def test_learnability_quick_runs_every_perspective_and_head(tmp_path: Path) -> N
     runs = {(row["perspective"], row["head"]) for row in results}
     assert runs == {(p, h) for p in learnability.PERSPECTIVES for h in learnability.HEADS}
     assert all(0.0 <= row["accuracy"] <= 1.0 and row["steps"] > 0 for row in results)
+
+
+def test_colour_probe_smoke_reports_every_feature_above_zero() -> None:
+    from benchmarks import colour_probe
+
+    report = colour_probe.main(["--smoke"])
+    assert set(report["accuracy"]) == {"pixels 8x8", "e_v mean-pooled", "e_h (EOS)"}
+    assert report["chance"] == pytest.approx(1 / 8) and report["images"] == 80
+    assert all(0.0 <= accuracy <= 1.0 for accuracy in report["accuracy"].values())
+    # Colour is in the raw pixels of 80 single-shape images: the probe beats chance there.
+    assert report["accuracy"]["pixels 8x8"] > 2 * report["chance"]

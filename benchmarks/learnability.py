@@ -4,7 +4,8 @@ For each perspective (alignment, fidelity: preference pairs with Bradley-Terry; 
 with cross-entropy) and each head (SkipCA, linear), train for a fixed wall-time budget and report the
 held-out metrics: pairwise accuracy, per-attribute accuracy for alignment (pairs joined with the
 corpus' ``ground_truth.parquet`` by image id: which mistake the rejected image has that the chosen one
-lacks), and accuracy / F1 (unsafe = positive) for safety.
+lacks), per-artifact accuracy for fidelity (clean vs each artifact, or two degraded images), and
+accuracy / F1 (unsafe = positive) for safety.
 
 Data: the demo corpus in its published layouts, through the pipeline's own stages (ingest → ratings
 → pairs → assemble, optionally + FAISS hard negatives); held out = the assembled validation split (by
@@ -157,24 +158,46 @@ def pair_attribute(kind: str, chosen_mistakes: str | None, rejected_mistakes: st
     return "multiple" if categories else "other"
 
 
-def pair_attributes(pairs: pl.DataFrame, ground_truth: pl.DataFrame) -> list[str]:
-    """:func:`pair_attribute` of every pair, joining chosen and rejected image ids to the ground truth."""
-    mistakes = ground_truth.select("image_id", "mistakes").unique("image_id")
-    joined = (
+def pair_artifacts(kind: str, chosen_artifact: str | None, rejected_artifact: str | None) -> str:
+    """What a fidelity pair tests: ``clean vs <artifact>`` when the chosen image is clean, else
+    ``artifact vs artifact`` (two degraded images of different severity)."""
+    if kind != "rating":
+        return kind
+    if chosen_artifact in (None, "none"):
+        return f"clean vs {rejected_artifact}"
+    return "artifact vs artifact"
+
+
+def _with_ground_truth(pairs: pl.DataFrame, ground_truth: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``kind`` and the ground truth's ``column`` of the chosen and the rejected image, in pair order."""
+    truth = ground_truth.select("image_id", column).unique("image_id")
+    return (
         pairs.with_row_index("_row")
         .join(
-            mistakes.rename({"image_id": "chosen_image_id", "mistakes": "_chosen"}),
-            on="chosen_image_id",
-            how="left",
+            truth.rename({"image_id": "chosen_image_id", column: "_chosen"}), on="chosen_image_id", how="left"
         )
         .join(
-            mistakes.rename({"image_id": "rejected_image_id", "mistakes": "_rejected"}),
+            truth.rename({"image_id": "rejected_image_id", column: "_rejected"}),
             on="rejected_image_id",
             how="left",
         )
         .sort("_row")
+        .select("kind", "_chosen", "_rejected")
     )
-    return [pair_attribute(*row) for row in joined.select("kind", "_chosen", "_rejected").iter_rows()]
+
+
+def pair_attributes(pairs: pl.DataFrame, ground_truth: pl.DataFrame) -> list[str]:
+    """:func:`pair_attribute` of every pair, joining chosen and rejected image ids to the ground truth."""
+    return [pair_attribute(*row) for row in _with_ground_truth(pairs, ground_truth, "mistakes").iter_rows()]
+
+
+def pair_artifact_slices(pairs: pl.DataFrame, ground_truth: pl.DataFrame) -> list[str]:
+    """:func:`pair_artifacts` of every (fidelity) pair."""
+    return [pair_artifacts(*row) for row in _with_ground_truth(pairs, ground_truth, "artifact").iter_rows()]
+
+
+#: How held-out pairs are sliced per perspective.
+PAIR_SLICES = {"alignment": pair_attributes, "fidelity": pair_artifact_slices}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,7 +274,8 @@ def run_one(
     else:
         dataset = PairDataset(heldout_path)
         margins = result.trainer.predict(dataset).predictions.reshape(-1)
-        attributes = pair_attributes(dataset.table, ground_truth) if perspective == "alignment" else None
+        slicer = PAIR_SLICES.get(perspective)
+        attributes = slicer(dataset.table, ground_truth) if slicer else None
         metrics = evaluate_pairs(margins, attributes)
     train_metrics = result.metrics
     return {
@@ -293,7 +317,8 @@ def run_benchmark(config: BenchmarkConfig) -> list[dict[str, Any]]:
 
 
 def format_results(results: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table: one line per run, then alignment's per-attribute accuracies."""
+    """A plain-text table: one line per run, then the per-slice accuracies (alignment: attribute;
+    fidelity: artifact)."""
     lines = [
         f"{'perspective':12s} {'head':7s} {'steps':>6s} {'ex/s':>6s} {'accuracy':>9s} {'f1':>6s} {'aim':>5s}"
     ]

@@ -418,3 +418,20 @@ class TestLearnabilityBenchmark:
         result = evaluate_pairs(np.array([0.5, -0.1, 2.0]), attributes)
         assert result["accuracy"] == pytest.approx(2 / 3) and result["pairs"] == 3
         assert result["by_attribute"]["spatial"] == {"accuracy": 0.0, "pairs": 1}
+
+    def test_fidelity_pairs_are_sliced_by_the_artifacts_they_compare(self) -> None:
+        from benchmarks.learnability import pair_artifact_slices
+
+        truth = pl.DataFrame({"image_id": ["a", "b", "c"], "artifact": ["none", "blur", "noise"]})
+        pairs = pl.DataFrame(
+            {
+                "kind": ["rating", "rating", "rating"],
+                "chosen_image_id": ["a", "b", "a"],
+                "rejected_image_id": ["b", "c", "c"],
+            }
+        )
+        assert pair_artifact_slices(pairs, truth) == [
+            "clean vs blur",
+            "artifact vs artifact",
+            "clean vs noise",
+        ]

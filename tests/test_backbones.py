@@ -21,16 +21,7 @@ from reward.backbones import (
 )
 from reward.config import BackboneConfig, ConfigError
 from reward.tiny import build_tiny_backbone
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine thrash (40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.reward_support import one_torch_thread  # noqa: F401 (autouse fixture)
 
 ARCHS = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
 PROMPTS = [

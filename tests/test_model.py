@@ -12,16 +12,7 @@ from reward.config import HeadConfig, LoraSettings
 from reward.losses import bt_loss, ce_loss, gpm_loss
 from reward.model import RewardModel
 from reward.tiny import build_tiny_backbone
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine thrash (40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.reward_support import one_torch_thread  # noqa: F401 (autouse fixture)
 
 PROMPTS = ["two red circles", "a blue square above a star", "three yellow crosses", "one green triangle"]
 

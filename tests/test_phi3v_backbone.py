@@ -17,16 +17,7 @@ from reward.config import BackboneConfig, HeadConfig, LoraSettings
 from reward.losses import bt_loss
 from reward.model import RewardModel
 from tests.phi3v_standin import build_phi3v_standin
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.reward_support import one_torch_thread  # noqa: F401 (autouse fixture)
 
 PROMPTS = [
     "two red circles to the left of one blue square",

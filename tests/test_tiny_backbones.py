@@ -12,16 +12,7 @@ from safetensors.torch import load_file
 
 from reward.backbones import load_backbone
 from reward.tiny import ARCHITECTURES, build_tiny_backbone, build_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine thrash (40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.reward_support import one_torch_thread  # noqa: F401 (autouse fixture)
 
 # The demo corpus' words (counts, colours, shapes, relations) that must never become <unk>.
 CORPUS_WORDS = (

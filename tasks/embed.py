@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,66 +24,14 @@ import polars as pl
 import data.images
 import data.schemas
 import data.validate
+import reward.clip
 from data.images import ImageError, open_image
 from data.validate import reject_rows
+from reward.clip import ClipEncoder, ClipSpec, load_clip
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
 
-CONFIG_DIR = Path(__file__).with_name("clip_configs")
-EMBED = Stage("embed", 1, (sys.modules[__name__], data.validate, data.images, data.schemas))
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """Which open_clip model embeds: name, weights (tag, checkpoint path or None = random) and seed."""
-
-    model_name: str = "demo-tiny-clip"
-    pretrained: str | None = None
-    seed: int = 0
-    batch_size: int = 256
-    device: str = "cpu"
-
-
-@dataclass
-class ClipEncoder:
-    """A loaded open_clip model with its image transform and tokenizer."""
-
-    model: Any
-    preprocess: Callable
-    tokenizer: Callable
-    device: str
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            tokens = self.tokenizer(list(texts)).to(self.device)
-            features = self.model.encode_text(tokens, normalize=True)
-        return features.float().cpu().numpy()
-
-    def encode_images(self, pixels: Any) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            features = self.model.encode_image(pixels.to(self.device), normalize=True)
-        return features.float().cpu().numpy()
-
-
-@lru_cache(maxsize=4)
-def load_clip(spec: ClipSpec) -> ClipEncoder:
-    """Load (once per process) the open_clip model named by ``spec``."""
-    import open_clip
-    import torch
-
-    if CONFIG_DIR not in getattr(open_clip.factory, "_MODEL_CONFIG_PATHS", []):
-        open_clip.add_model_config(CONFIG_DIR)
-    with torch.random.fork_rng():
-        torch.manual_seed(spec.seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.model_name, pretrained=spec.pretrained, device=spec.device
-        )
-    model.eval()
-    return ClipEncoder(model, preprocess, open_clip.get_tokenizer(spec.model_name), spec.device)
+EMBED = Stage("embed", 2, (sys.modules[__name__], reward.clip, data.validate, data.images, data.schemas))
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

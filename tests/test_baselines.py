@@ -77,17 +77,6 @@ def test_model_is_loaded_once_and_seeds_give_different_weights() -> None:
     )
 
 
-def test_same_weights_as_the_embed_stage_loader() -> None:
-    """The prefect-free loader is a drop-in for tasks.embed's: same config, same seed, same model."""
-    from tasks.embed import ClipSpec as EmbedSpec
-    from tasks.embed import load_clip as embed_load_clip
-
-    np.testing.assert_allclose(
-        load_clip(ClipSpec(seed=0)).encode_text(PROMPTS),
-        embed_load_clip(EmbedSpec(seed=0)).encode_text(PROMPTS),
-    )
-
-
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="weight must be > 0, got 0"):
         ClipScoreScorer(weight=0)

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -363,8 +363,8 @@ def test_unsafe_diffusion_errors(tmp_path: Path):
         HoldoutSplit().test_rows(1)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openpyxl") is not None, reason="openpyxl is installed")
-def test_unsafe_diffusion_xlsx_without_openpyxl(tmp_path: Path):
+def test_unsafe_diffusion_xlsx_without_openpyxl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # what an environment without it imports
     sheet = tmp_path / "labels.xlsx"
     sheet.write_bytes(b"PK\x03\x04 not read")
     with pytest.raises(
@@ -374,7 +374,7 @@ def test_unsafe_diffusion_xlsx_without_openpyxl(tmp_path: Path):
 
 
 def test_unsafe_diffusion_xlsx_with_openpyxl(tmp_path: Path):
-    openpyxl = pytest.importorskip("openpyxl", reason="openpyxl not installed: .xlsx input is optional")
+    openpyxl = pytest.importorskip("openpyxl", reason="openpyxl (the 'xlsx' extra) is not installed")
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     sheet.append(UD_HEADER)

@@ -133,7 +133,7 @@ def read_xlsx_as_text(path: Path) -> pl.DataFrame:
     except ImportError:
         raise ReaderError(
             f"{path}: reading Excel files needs openpyxl, which is not installed; "
-            "install it or save the sheet as CSV and read that"
+            "pip install 'llava-reward-pipeline[xlsx]', or save the sheet as CSV and read that"
         ) from None
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)

@@ -132,3 +132,15 @@ def same_scores(first: torch.Tensor, second: torch.Tensor) -> bool:
     """Equal up to float rounding: equal weights in two separately allocated models can round
     differently in the CPU kernels (memory alignment); the weights themselves are compared exactly."""
     return torch.allclose(first, second, rtol=0.0, atol=1e-6)
+
+
+def projector_output(backbone: Any, inputs: Any) -> tuple[torch.Tensor, Any]:
+    """The projector's own output (a forward hook) and the backbone's output, from one forward."""
+    captured: dict[str, torch.Tensor] = {}
+    handle = backbone.projector.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
+    try:
+        with torch.no_grad():
+            output = backbone(inputs)
+    finally:
+        handle.remove()
+    return captured["out"], output

@@ -21,7 +21,7 @@ from reward.backbones import (
 )
 from reward.config import BackboneConfig, ConfigError
 from reward.tiny import build_tiny_backbone
-from tests.reward_support import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.reward_support import one_torch_thread, projector_output  # noqa: F401 (autouse fixture)
 
 ARCHS = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
 PROMPTS = [
@@ -57,17 +57,6 @@ def reference_forward(backbone: Backbone, inputs) -> object:
     kwargs = backbone.adapter.model_inputs(inputs, backbone.dtype, backbone.device)
     with torch.no_grad():
         return backbone.model.model(**kwargs, output_hidden_states=True, use_cache=False)
-
-
-def projector_output(backbone: Backbone, inputs) -> torch.Tensor:
-    captured = {}
-    handle = backbone.projector.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
-    try:
-        with torch.no_grad():
-            output = backbone(inputs)
-    finally:
-        handle.remove()
-    return captured["out"], output
 
 
 class TestVisualTokens:

@@ -17,7 +17,7 @@ from reward.config import BackboneConfig, HeadConfig, LoraSettings
 from reward.losses import bt_loss
 from reward.model import RewardModel
 from tests.phi3v_standin import build_phi3v_standin
-from tests.reward_support import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.reward_support import one_torch_thread, projector_output  # noqa: F401 (autouse fixture)
 
 PROMPTS = [
     "two red circles to the left of one blue square",
@@ -56,17 +56,6 @@ def reference_forward(backbone: Backbone, inputs) -> object:
             image_sizes=inputs["image_sizes"],
             output_hidden_states=True,
         )
-
-
-def projector_output(backbone: Backbone, inputs) -> tuple[torch.Tensor, object]:
-    captured = {}
-    handle = backbone.projector.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
-    try:
-        with torch.no_grad():
-            output = backbone(inputs)
-    finally:
-        handle.remove()
-    return captured["out"], output
 
 
 class TestLoading:

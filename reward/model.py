@@ -10,6 +10,7 @@ Chosen and rejected examples go through one batched forward (:meth:`RewardModel.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -51,7 +52,11 @@ class RewardModel(nn.Module):
                 target_modules=backbone.lora_target_regex(lora.target_modules),
                 modules_to_save=backbone.adapter.projector_modules_to_save(backbone.model),
             )
-            object.__setattr__(self, "_peft_model", get_peft_model(backbone.model, config, adapter_name))
+            with warnings.catch_warnings():
+                # peft 0.21 asks transformers 5 a deprecated question; nothing a caller can act on.
+                warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+                peft_model = get_peft_model(backbone.model, config, adapter_name)
+            object.__setattr__(self, "_peft_model", peft_model)
 
     @property
     def peft_model(self) -> PeftModel | None:

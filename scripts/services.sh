@@ -37,13 +37,32 @@ start_worker() {
   echo $! >"$WORKER_PID"
 }
 
+# SIGTERM and wait for the process to exit. A Prefect worker turns the first signal into a graceful
+# shutdown that can hang; a second signal ends it. SIGKILL if it still runs after STOP_TIMEOUT seconds.
+STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
+exited_within() {  # exited_within PID SECONDS
+  for _ in $(seq 1 "$(($2 * 4))"); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.25
+  done
+  return 1
+}
 stop_one() {
-  local name=$1 pidfile=$2
-  if alive "$pidfile"; then
-    kill "$(cat "$pidfile")" && echo "$name: stopped"
-  else
-    echo "$name: not running"
+  local name=$1 pidfile=$2 pid
+  if ! alive "$pidfile"; then
+    echo "$name: not running"; rm -f "$pidfile"; return
   fi
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  if ! exited_within "$pid" 3; then
+    kill "$pid" 2>/dev/null || true
+    if ! exited_within "$pid" "$STOP_TIMEOUT"; then
+      kill -9 "$pid" 2>/dev/null || true
+      echo "$name: killed (still running ${STOP_TIMEOUT} s after a second SIGTERM)"
+      rm -f "$pidfile"; return
+    fi
+  fi
+  echo "$name: stopped"
   rm -f "$pidfile"
 }
 

@@ -51,6 +51,7 @@ def build_alignment_data(
     many shard tasks and a merge each: the same tables and keys as one shard. ``task_runner="dask"``
     runs every stage on a Dask cluster: the scheduler at ``dask_address``, else a temporary local
     cluster (needs the ``dask`` extra; see flows/runners.py)."""
+
     def hard_negative_pairs(runner: StageRunner, stages: dict[str, StageResult]) -> list[str]:
         """embed (optionally sharded) → negatives: one more pair table to assemble."""
         clip = ClipSpec(model_name=clip_model, pretrained=clip_pretrained, seed=clip_seed)

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.demo import DemoCorpusConfig
+from data.demo import CorpusLayout, DemoCorpusConfig
 from data.demo.imagereward import plan_imagerewarddb, write_imagerewarddb
 from data.demo.mjbench import SCHEMA as MJBENCH_SCHEMA
 from data.demo.overlap import near_copy
@@ -64,20 +64,11 @@ class ScaleSpec:
 
 
 @dataclass(frozen=True)
-class ScaledCorpus:
-    """Paths of a synthesized corpus (same attribute names as :class:`data.demo.DemoCorpus`)."""
+class ScaledCorpus(CorpusLayout):
+    """A synthesized corpus: the demo corpus' layout, its row counts and how long it took."""
 
-    root: Path
     counts: dict[str, int]
     seconds: float
-
-    @property
-    def imagerewarddb(self) -> Path:
-        return self.root / "imagerewarddb"
-
-    @property
-    def mjbench(self) -> Path:
-        return self.root / "mjbench"
 
 
 def source_webp_bytes(source: Path) -> list[bytes]:

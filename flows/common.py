@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from data.demo import DemoCorpus, DemoCorpusConfig, generate_demo_corpus
 from flows.runners import StageRunner, TaskRunnerName, run_sharded, stage_runner
 from tasks.assemble import assemble_pairs_task
 from tasks.cache import StageResult, artifacts_root
@@ -25,36 +25,15 @@ from tasks.shards import SHARD, SHARDS, check_shard_count
 DEMO_DIR = "demo-corpus"
 
 
-@dataclass(frozen=True)
-class DemoInputs:
-    """Where the demo corpus keeps each dataset, in its published layout."""
-
-    root: Path
-
-    @property
-    def imagerewarddb(self) -> Path:
-        return self.root / "imagerewarddb"
-
-    @property
-    def mjbench(self) -> Path:
-        return self.root / "mjbench"
-
-    @property
-    def unsafebench(self) -> Path:
-        return self.root / "unsafebench"
-
-
 @task(name="demo-corpus", cache_policy=NO_CACHE, persist_result=False)
-def demo_corpus_task(artifacts_dir: str | None, prompts: int | None, seed: int) -> DemoInputs:
+def demo_corpus_task(artifacts_dir: str | None, prompts: int | None, seed: int) -> DemoCorpus:
     """Generate the demo corpus under the artifact root, or reuse it when it is already there."""
-    from data.demo import DemoCorpusConfig, generate_demo_corpus
-
     config = DemoCorpusConfig(seed=seed) if prompts is None else DemoCorpusConfig.with_prompts(prompts, seed)
     suffix = f"seed{seed}" + ("" if prompts is None else f"-{prompts}p")
     root = artifacts_root(artifacts_dir) / DEMO_DIR / suffix
-    generate_demo_corpus(root, config)
+    corpus = generate_demo_corpus(root, config)
     get_run_logger().info("demo corpus ready at %s", root)
-    return DemoInputs(root)
+    return corpus
 
 
 def dedup_stages(

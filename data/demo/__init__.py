@@ -16,6 +16,13 @@ Usage: ``generate_demo_corpus(Path("demo"), DemoCorpusConfig(n_prompts=200))`` o
 """
 
 from .config import GENERATOR_VERSION, DemoCorpusConfig
-from .corpus import DemoCorpus, generate_demo_corpus, load_demo_corpus
+from .corpus import CorpusLayout, DemoCorpus, generate_demo_corpus, load_demo_corpus
 
-__all__ = ["GENERATOR_VERSION", "DemoCorpus", "DemoCorpusConfig", "generate_demo_corpus", "load_demo_corpus"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "CorpusLayout",
+    "DemoCorpus",
+    "DemoCorpusConfig",
+    "generate_demo_corpus",
+    "load_demo_corpus",
+]

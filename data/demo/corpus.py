@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,35 +27,48 @@ STREAMS = {"imagerewarddb": 1, "mjbench": 2, "unsafebench": 3, "tifa160": 4}
 
 
 @dataclass(frozen=True)
-class DemoCorpus:
-    """Where a generated corpus lives and what it holds."""
+class CorpusLayout:
+    """Where each dataset of a corpus folder lives: the published layouts under one root."""
 
     root: Path
-    config: DemoCorpusConfig
-    counts: dict[str, int]
-    generated: bool = True  # False when an identical corpus on disk was reused
-    seconds: float = 0.0
-    imagerewarddb: Path = field(init=False)
-    mjbench: Path = field(init=False)
-    unsafebench: Path = field(init=False)
-    tifa160: Path = field(init=False)
-    ground_truth: Path = field(init=False)
-    manifest: Path = field(init=False)
 
-    def __post_init__(self) -> None:
-        for name, relative in (
-            ("imagerewarddb", imagereward.DATASET),
-            ("mjbench", mjbench.DATASET),
-            ("unsafebench", unsafebench.DATASET),
-            ("tifa160", tifa.DATASET),
-            ("ground_truth", "ground_truth.parquet"),
-            ("manifest", MANIFEST_NAME),
-        ):
-            object.__setattr__(self, name, self.root / relative)
+    @property
+    def imagerewarddb(self) -> Path:
+        return self.root / imagereward.DATASET
+
+    @property
+    def mjbench(self) -> Path:
+        return self.root / mjbench.DATASET
+
+    @property
+    def unsafebench(self) -> Path:
+        return self.root / unsafebench.DATASET
+
+    @property
+    def tifa160(self) -> Path:
+        return self.root / tifa.DATASET
+
+    @property
+    def ground_truth(self) -> Path:
+        return self.root / "ground_truth.parquet"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_NAME
 
     def image_uri(self, image_ref: str) -> str:
         """The :mod:`data.images` reference of a ground-truth ``image_ref`` (relative to the root)."""
         return str(self.root / image_ref)
+
+
+@dataclass(frozen=True)
+class DemoCorpus(CorpusLayout):
+    """Where a generated corpus lives and what it holds."""
+
+    config: DemoCorpusConfig
+    counts: dict[str, int]
+    generated: bool = True  # False when an identical corpus on disk was reused
+    seconds: float = 0.0
 
     def summary(self) -> str:
         """Human-readable paths and counts (what the CLI prints)."""

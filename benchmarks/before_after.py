@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from benchmarks.common import machine_facts, markdown_table, measure, ratio, write_json
+from benchmarks.common import (
+    add_work_and_out,
+    command_line,
+    machine_facts,
+    markdown_table,
+    measure,
+    ratio,
+    write_json,
+)
 from benchmarks.data_pipeline import PipelineInputs
 from benchmarks.negatives_index import prepare
 
@@ -213,13 +221,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--baseline", default="142ced4", help="the commit before the performance changes")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llava-reward-bench")
-    parser.add_argument("--out", type=Path)
+    add_work_and_out(parser)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = compare(args.corpus, args.baseline, runs=args.runs, work=args.work)
     if args.out:
-        command = "python -m benchmarks.before_after " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = command_line("benchmarks.before_after", argv)
         write_json(args.out, {"machine": machine_facts(), "command": command, "rows": rows})
     return rows
 

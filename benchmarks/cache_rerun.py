@@ -15,14 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_facts, markdown_table, measure, write_json
+from benchmarks.common import (
+    add_work_and_out,
+    command_line,
+    machine_facts,
+    markdown_table,
+    measure,
+    smoke_corpus,
+    write_json,
+)
 
 #: Stages of build-alignment-data (demo-corpus task aside).
 FLOW_STAGES = 8
@@ -153,24 +160,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     source.add_argument("--corpus", type=Path, help="a rendered demo corpus (imagerewarddb/, mjbench/)")
     source.add_argument("--smoke", action="store_true", help="a 30-prompt corpus, one run (tests)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llava-reward-bench")
-    parser.add_argument("--out", type=Path)
+    add_work_and_out(parser)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     _isolate_prefect(Path(tempfile.mkdtemp(prefix="prefect-home-", dir=args.work)))
     if args.smoke:
-        from data.demo import DemoCorpusConfig, generate_demo_corpus
-
-        corpus = generate_demo_corpus(
-            args.work / "corpus", DemoCorpusConfig.with_prompts(30, seed=0), workers=1
-        )
+        corpus = smoke_corpus(args.work)
         imagerewarddb, mjbench, runs = corpus.imagerewarddb, corpus.mjbench, 1
     else:
         imagerewarddb, mjbench, runs = args.corpus / "imagerewarddb", args.corpus / "mjbench", args.runs
     report = benchmark(imagerewarddb, mjbench, runs=runs, work=args.work)
-    report["command"] = "python -m benchmarks.cache_rerun " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    report["command"] = command_line("benchmarks.cache_rerun", argv)
     print({key: round(value, 4) for key, value in report["median"].items()})
     print("prefect start-up (excluded):", round(report["prefect_startup_seconds"], 2), "s")
     if args.out:

@@ -15,13 +15,20 @@ import os
 import platform
 import resource
 import statistics
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import argparse
+
+    from data.demo import DemoCorpus
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -259,3 +266,33 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(column, "")) for column in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command lines
+
+#: Where the scripts put corpora and artifact roots unless ``--work`` says otherwise.
+DEFAULT_WORK = Path(tempfile.gettempdir()) / "llava-reward-bench"
+#: Prompts of the corpus a ``--smoke`` run generates.
+SMOKE_PROMPTS = 30
+
+
+def add_work_and_out(parser: argparse.ArgumentParser) -> None:
+    """The ``--work`` (scratch folder) and ``--out`` (JSON report) options every script shares."""
+    parser.add_argument(
+        "--work", type=Path, default=DEFAULT_WORK, help="scratch folder: corpora, artifact roots"
+    )
+    parser.add_argument("--out", type=Path, help="write the report as JSON here")
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that produced a report (recorded in it)."""
+    return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def smoke_corpus(work: Path) -> DemoCorpus:
+    """The small demo corpus of ``--smoke`` runs, generated once under ``work`` and then reused."""
+    from data.demo import DemoCorpusConfig, generate_demo_corpus
+
+    config = DemoCorpusConfig.with_prompts(SMOKE_PROMPTS, seed=0)
+    return generate_demo_corpus(work / "corpus", config, workers=1)

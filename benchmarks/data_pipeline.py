@@ -23,7 +23,6 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -37,11 +36,14 @@ import polars as pl
 from benchmarks import naive_reference as naive
 from benchmarks.common import (
     Measurement,
+    add_work_and_out,
+    command_line,
     lifetime_peak_rss,
     machine_facts,
     markdown_table,
     measure,
     ratio,
+    smoke_corpus,
     summarize,
     write_json,
 )
@@ -389,9 +391,7 @@ def _log_to_stderr() -> None:
 
 
 def _smoke_inputs(work: Path) -> PipelineInputs:
-    from data.demo import DemoCorpusConfig, generate_demo_corpus
-
-    corpus = generate_demo_corpus(work / "corpus", DemoCorpusConfig.with_prompts(30, seed=0), workers=1)
+    corpus = smoke_corpus(work)
     return PipelineInputs(corpus.imagerewarddb, corpus.mjbench)
 
 
@@ -410,8 +410,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clip-model", default="demo-tiny-clip")
     parser.add_argument("--negatives-index", choices=("flat", "ivf"), default="flat")
     parser.add_argument("--probes", type=int, default=16, help="IVF lists searched per query")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llava-reward-bench")
-    parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    add_work_and_out(parser)
     args = parser.parse_args(argv)
     _log_to_stderr()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -441,9 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         negatives_index=args.negatives_index,
         probes=args.probes,
     )
-    report["command"] = "python -m benchmarks.data_pipeline " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    report["command"] = command_line("benchmarks.data_pipeline", argv)
     print_report(report)
     if args.out:
         write_json(args.out, report)

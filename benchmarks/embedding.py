@@ -22,7 +22,6 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import polars as pl
 
-from benchmarks.common import machine_facts, measure, write_json
+from benchmarks.common import add_work_and_out, command_line, machine_facts, measure, smoke_corpus, write_json
 from tasks.embed import ClipSpec, _batches, _load_pixels, embed, load_clip
 from tasks.ingest import ingest_ratings
 
@@ -113,26 +112,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--images", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llava-reward-bench")
-    parser.add_argument("--out", type=Path)
+    add_work_and_out(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="embedding-", dir=args.work))
     if args.smoke:
-        from data.demo import DemoCorpusConfig, generate_demo_corpus
-
-        corpus = generate_demo_corpus(
-            args.work / "corpus", DemoCorpusConfig.with_prompts(30, seed=0), workers=1
-        )
+        corpus = smoke_corpus(args.work)
         imagerewarddb, args.images, args.runs, args.batch_size = corpus.imagerewarddb, 64, 1, 16
     else:
         imagerewarddb = args.corpus / "imagerewarddb"
     clip = ClipSpec(model_name=args.model, batch_size=args.batch_size)
     report = benchmark(imagerewarddb, clip=clip, images=args.images, runs=args.runs, work=work)
-    report["command"] = "python -m benchmarks.embedding " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    report["command"] = command_line("benchmarks.embedding", argv)
     print({key: round(value, 4) for key, value in report["median"].items()})
     if args.out:
         write_json(args.out, report)

@@ -12,14 +12,20 @@ corpus or the synthesized embed output on a synthesized one, as in :mod:`benchma
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from benchmarks.common import machine_facts, markdown_table, measure, write_json
+from benchmarks.common import (
+    add_work_and_out,
+    command_line,
+    machine_facts,
+    markdown_table,
+    measure,
+    write_json,
+)
 from benchmarks.data_pipeline import (
     PipelineInputs,
     SyntheticEmbeddings,
@@ -106,8 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     source.add_argument("--synthesize", metavar="PROMPTS:CAPTIONS")
     parser.add_argument("--source", type=Path, help="rendered corpus whose images --synthesize reuses")
     parser.add_argument("--probes", default="8,16,32")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llava-reward-bench")
-    parser.add_argument("--out", type=Path)
+    add_work_and_out(parser)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     clip = ClipSpec()
@@ -123,9 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         synthetic = SyntheticEmbeddings(args.source, source_embeddings(args.source, clip, args.work))
         inputs = PipelineInputs(corpus.imagerewarddb, corpus.mjbench, synthetic_embeddings=synthetic)
     report = benchmark(inputs, probes=[int(p) for p in args.probes.split(",")], clip=clip, work=args.work)
-    report["command"] = "python -m benchmarks.negatives_index " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    report["command"] = command_line("benchmarks.negatives_index", argv)
     columns = [
         "index",
         "probes",

@@ -149,6 +149,52 @@ def embed_images(
     return stacked, failures
 
 
+#: The ratings columns the embed stage reads.
+COLUMNS = ["image_id", "prompt_id", "prompt", "image_uri", "source_file", "source_row"]
+#: The table of prompt embeddings (the main table holds the image embeddings).
+TEXT = "text"
+
+
+def clip_params(clip: ClipSpec) -> dict[str, Any]:
+    """The embed stage's key parameters: the model spec without the device (same vectors anywhere)."""
+    return {key: value for key, value in asdict(clip).items() if key != "device"}
+
+
+def distinct_prompts(ratings: pl.DataFrame) -> pl.DataFrame:
+    """``prompt_id``, ``prompt`` of every distinct prompt, in first-appearance order."""
+    return ratings.select("prompt_id", "prompt").unique("prompt_id", keep="first", maintain_order=True)
+
+
+def encode_texts(encoder: ClipEncoder, texts: list[str], *, batch_size: int, width: int) -> np.ndarray:
+    """Text embeddings of ``texts`` in batches of ``batch_size``; ``(0, width)`` when there are none."""
+    batches = [encoder.encode_text(batch) for batch in _batches(texts, batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, width), dtype=np.float32)
+
+
+def embed_rows(
+    encoder: ClipEncoder, rows: pl.DataFrame, *, batch_size: int
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Image embeddings of ``rows`` (``image_id``, ``prompt_id``, ``embedding``; rows in order), the
+    rows whose image could not be read as rejects with the reason, and the embedding width (0 when
+    nothing was embedded)."""
+    image_vectors, failures = embed_images(encoder, rows["image_uri"].to_list(), batch_size=batch_size)
+    failed = pl.Series([index in failures for index in range(rows.height)], dtype=pl.Boolean)
+    images = (
+        rows.filter(~failed)
+        .select("image_id", "prompt_id")
+        .with_columns(vector_column("embedding", image_vectors))
+    )
+    rejects = reject_rows(
+        rows.filter(failed).with_columns(
+            pl.Series("reason", [failures[i] for i in sorted(failures)], dtype=pl.String)
+        ),
+        stage="embed",
+        field="image_uri",
+        reason=pl.col("reason"),
+    )
+    return images, rejects, int(image_vectors.shape[1]) if image_vectors.size else 0
+
+
 def embed(
     ratings_path: str | Path,
     *,
@@ -158,52 +204,29 @@ def embed(
     """Stage: embed every distinct prompt (table ``text``) and every image (main table)."""
 
     def compute() -> StageOutput:
-        ratings = pl.read_parquet(
-            ratings_path,
-            columns=["image_id", "prompt_id", "prompt", "image_uri", "source_file", "source_row"],
-        )
+        ratings = pl.read_parquet(ratings_path, columns=COLUMNS)
         encoder = load_clip(clip)
-        prompts = ratings.select("prompt_id", "prompt").unique("prompt_id", keep="first", maintain_order=True)
-        text_vectors = (
-            np.concatenate(
-                [
-                    encoder.encode_text(batch)
-                    for batch in _batches(prompts["prompt"].to_list(), clip.batch_size)
-                ]
-            )
-            if prompts.height
-            else np.zeros((0, 0), dtype=np.float32)
-        )
-        image_vectors, failures = embed_images(
-            encoder, ratings["image_uri"].to_list(), batch_size=clip.batch_size
-        )
-        failed = pl.Series([index in failures for index in range(ratings.height)], dtype=pl.Boolean)
-        kept = ratings.filter(~failed)
-        images = kept.select("image_id", "prompt_id").with_columns(_vectors("embedding", image_vectors))
-        text = prompts.with_columns(_vectors("embedding", text_vectors))
-        rejects = reject_rows(
-            ratings.filter(failed).with_columns(
-                pl.Series("reason", [failures[i] for i in sorted(failures)], dtype=pl.String)
-            ),
-            stage="embed",
-            field="image_uri",
-            reason=pl.col("reason"),
-        )
+        prompts = distinct_prompts(ratings)
+        text_vectors = encode_texts(encoder, prompts["prompt"].to_list(), batch_size=clip.batch_size, width=0)
+        images, rejects, dimension = embed_rows(encoder, ratings, batch_size=clip.batch_size)
         return StageOutput(
-            tables={MAIN: images, "text": text, REJECTS: rejects},
-            rows_in=ratings.height,
-            rows_kept=kept.height,
-            stats={
-                "prompts": prompts.height,
-                "dimension": int(image_vectors.shape[1]) if image_vectors.size else 0,
+            tables={
+                MAIN: images,
+                TEXT: prompts.with_columns(vector_column("embedding", text_vectors)),
+                REJECTS: rejects,
             },
+            rows_in=ratings.height,
+            rows_kept=images.height,
+            stats={"prompts": prompts.height, "dimension": dimension},
         )
 
-    params = {key: value for key, value in asdict(clip).items() if key != "device"}
-    return run_stage(EMBED, params=params, inputs={"ratings": ratings_path}, compute=compute, root=root)
+    return run_stage(
+        EMBED, params=clip_params(clip), inputs={"ratings": ratings_path}, compute=compute, root=root
+    )
 
 
-def _vectors(name: str, matrix: np.ndarray) -> pl.Series:
+def vector_column(name: str, matrix: np.ndarray) -> pl.Series:
+    """A float32 fixed-size-array column of the rows of ``matrix``."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     return pl.Series(name, matrix, dtype=pl.Array(pl.Float32, matrix.shape[1] if matrix.ndim == 2 else 0))
 

@@ -6,8 +6,6 @@ batch size, so each batch the model sees is a batch the unsharded stage sees too
 are the unsharded ones, row for row and bit for bit, even where a row's result could depend on the
 size of its batch. The merge stacks the shards in order and writes them as the ``embed`` stage under
 its unsharded key (see :mod:`tasks.shards`).
-
-:mod:`tasks.embed` itself is left untouched: its source is part of its cache key.
 """
 
 from __future__ import annotations
@@ -15,33 +13,36 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import polars as pl
 
 import data.images
 import data.schemas
 import data.validate
+import reward.clip
 import tasks.embed
 import tasks.shards
-from data.validate import reject_rows
+from reward.clip import ClipSpec, load_clip
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
-from tasks.embed import EMBED, ClipEncoder, ClipSpec, _vectors, embed_images, load_clip
+from tasks.embed import (
+    COLUMNS,
+    EMBED,
+    TEXT,
+    clip_params,
+    distinct_prompts,
+    embed_rows,
+    encode_texts,
+    vector_column,
+)
 from tasks.prefect_stage import stage_task
 from tasks.shards import Shard, check_cover, concat_tables, cover, finished_output, merged_stats
 
 EMBED_SHARD = Stage(
     "embed_shard",
     1,
-    (sys.modules[__name__], tasks.embed, tasks.shards, data.validate, data.images, data.schemas),
+    (sys.modules[__name__], tasks.embed, reward.clip, tasks.shards, data.validate, data.images, data.schemas),
 )
-TEXT = "text"
-DEFAULT_CLIP = ClipSpec()
-#: The ratings columns the embed stage reads.
-COLUMNS = ["image_id", "prompt_id", "prompt", "image_uri", "source_file", "source_row"]
 #: The slices a shard records: image rows and distinct prompts.
 AXES = ("rows", "prompts")
 #: ``load_clip`` seeds torch's global generator to draw random weights: shards running in threads of
@@ -49,24 +50,12 @@ AXES = ("rows", "prompts")
 _load_lock = threading.Lock()
 
 
-def clip_params(clip: ClipSpec) -> dict[str, Any]:
-    """The embed stage's key parameters (those of :func:`tasks.embed.embed`: the device is left out)."""
-    return {key: value for key, value in asdict(clip).items() if key != "device"}
-
-
-def _encode_texts(encoder: ClipEncoder, texts: list[str], *, batch_size: int, width: int) -> np.ndarray:
-    batches = [
-        encoder.encode_text(texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)
-    ]
-    return np.concatenate(batches) if batches else np.zeros((0, width), dtype=np.float32)
-
-
 def embed_shard(
     ratings_path: str | Path,
     shard: int,
     shards: int,
     *,
-    clip: ClipSpec = DEFAULT_CLIP,
+    clip: ClipSpec = ClipSpec(),
     root: str | Path | None = None,
 ) -> StageResult:
     """Stage: embed shard ``shard`` of ``shards`` of the ratings' images (main table) and distinct
@@ -75,49 +64,34 @@ def embed_shard(
 
     def compute() -> StageOutput:
         ratings = pl.read_parquet(ratings_path, columns=COLUMNS)
-        every_prompt = ratings.select("prompt_id", "prompt").unique(
-            "prompt_id", keep="first", maintain_order=True
-        )
+        every_prompt = distinct_prompts(ratings)
         row_start, row_stop = part.bounds(ratings.height, align=clip.batch_size)
         prompt_start, prompt_stop = part.bounds(every_prompt.height, align=clip.batch_size)
         rows = ratings.slice(row_start, row_stop - row_start)
         prompts = every_prompt.slice(prompt_start, prompt_stop - prompt_start)
         with _load_lock:
             encoder = load_clip(clip)
-        dimension = int(encoder.model.visual.output_dim)
         # The unsharded stage's text table is 0 wide only when there is no prompt at all.
-        text_vectors = _encode_texts(
+        text_vectors = encode_texts(
             encoder,
             prompts["prompt"].to_list(),
             batch_size=clip.batch_size,
-            width=dimension if every_prompt.height else 0,
+            width=int(encoder.model.visual.output_dim) if every_prompt.height else 0,
         )
-        image_vectors, failures = embed_images(
-            encoder, rows["image_uri"].to_list(), batch_size=clip.batch_size
-        )
-        failed = pl.Series([index in failures for index in range(rows.height)], dtype=pl.Boolean)
-        kept = rows.filter(~failed)
-        rejects = reject_rows(
-            rows.filter(failed).with_columns(
-                pl.Series("reason", [failures[i] for i in sorted(failures)], dtype=pl.String)
-            ),
-            stage="embed",
-            field="image_uri",
-            reason=pl.col("reason"),
-        )
+        images, rejects, dimension = embed_rows(encoder, rows, batch_size=clip.batch_size)
         return StageOutput(
             tables={
-                MAIN: kept.select("image_id", "prompt_id").with_columns(_vectors("embedding", image_vectors)),
-                TEXT: prompts.with_columns(_vectors("embedding", text_vectors)),
+                MAIN: images,
+                TEXT: prompts.with_columns(vector_column("embedding", text_vectors)),
                 REJECTS: rejects,
             },
             rows_in=rows.height,
-            rows_kept=kept.height,
+            rows_kept=images.height,
             stats={
                 **part.params(),
                 "rows": cover(row_start, row_stop, ratings.height),
                 "prompts": cover(prompt_start, prompt_stop, every_prompt.height),
-                "dimension": int(image_vectors.shape[1]) if image_vectors.size else 0,
+                "dimension": dimension,
             },
         )
 
@@ -134,7 +108,7 @@ def merge_embed_shards(
     ratings_path: str | Path,
     shard_results: Sequence[StageResult],
     *,
-    clip: ClipSpec = DEFAULT_CLIP,
+    clip: ClipSpec = ClipSpec(),
     root: str | Path | None = None,
 ) -> StageResult:
     """Stage: the ``embed`` stage's output (its key, its tables) stacked from all its shards."""
@@ -163,7 +137,7 @@ def merge_embed_shards(
 
 
 def finished_embed(
-    ratings_path: str | Path, *, clip: ClipSpec = DEFAULT_CLIP, root: str | Path | None = None
+    ratings_path: str | Path, *, clip: ClipSpec = ClipSpec(), root: str | Path | None = None
 ) -> StageResult | None:
     """The finished ``embed`` output for these ratings and model, sharded or not, if there is one."""
     return finished_output(EMBED, params=clip_params(clip), inputs={"ratings": ratings_path}, root=root)

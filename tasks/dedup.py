@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,6 +31,8 @@ from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stag
 from tasks.prefect_stage import stage_task
 
 DEFAULT_THRESHOLD = 0.1
+#: The table of removed prompts, each with its nearest benchmark caption and distance.
+REMOVED = "removed"
 DEDUP = Stage("dedup", 1, (sys.modules[__name__], data.validate, data.schemas))
 _WHITESPACE = re.compile(r"\s+")
 
@@ -161,6 +165,43 @@ def dedup_against_benchmark(
     return kept, removed, rejects
 
 
+def check_threshold(threshold: float) -> None:
+    """A ValueError unless ``threshold`` is a normalized distance in [0, 1)."""
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"dedup threshold must be in [0, 1), got {threshold}")
+
+
+def benchmark_captions(benchmark_path: str | Path) -> list[str]:
+    """The distinct captions of a benchmark table (what the dedup stage compares prompts with)."""
+    return pl.read_parquet(benchmark_path, columns=["caption"])["caption"].unique().to_list()
+
+
+def dedup_key(ratings_path: str | Path, benchmark_path: str | Path, threshold: float) -> dict[str, Any]:
+    """The dedup stage's parameters and inputs: what keys its output (sharded or not)."""
+    return {
+        "params": {"threshold": threshold},
+        "inputs": {"ratings": ratings_path, "benchmark": benchmark_path},
+    }
+
+
+def dedup_output(
+    ratings: pl.DataFrame, searched: Sequence[str], *, threshold: float, benchmark_size: int
+) -> StageOutput:
+    """The dedup stage's tables and stats: ``ratings`` against the captions ``searched`` (all of the
+    benchmark's ``benchmark_size`` distinct captions, or the subset a sharded search found near)."""
+    kept, removed, rejects = dedup_against_benchmark(ratings, searched, threshold=threshold)
+    return StageOutput(
+        tables={MAIN: kept, REMOVED: removed, REJECTS: rejects},
+        rows_in=ratings.height,
+        rows_kept=kept.height,
+        stats={
+            "prompts_removed": removed.height,
+            "exact_duplicates": int((removed["distance"] == 0).sum()),
+            "benchmark_captions": benchmark_size,
+        },
+    )
+
+
 def dedup(
     ratings_path: str | Path,
     benchmark_path: str | Path,
@@ -169,31 +210,14 @@ def dedup(
     root: str | Path | None = None,
 ) -> StageResult:
     """Stage: remove training prompts near-duplicating a caption of the benchmark table."""
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"dedup threshold must be in [0, 1), got {threshold}")
+    check_threshold(threshold)
 
     def compute() -> StageOutput:
+        captions = benchmark_captions(benchmark_path)
         ratings = pl.read_parquet(ratings_path)
-        captions = pl.read_parquet(benchmark_path, columns=["caption"])["caption"].unique().to_list()
-        kept, removed, rejects = dedup_against_benchmark(ratings, captions, threshold=threshold)
-        return StageOutput(
-            tables={MAIN: kept, "removed": removed, REJECTS: rejects},
-            rows_in=ratings.height,
-            rows_kept=kept.height,
-            stats={
-                "prompts_removed": removed.height,
-                "exact_duplicates": int((removed["distance"] == 0).sum()),
-                "benchmark_captions": len(captions),
-            },
-        )
+        return dedup_output(ratings, captions, threshold=threshold, benchmark_size=len(captions))
 
-    return run_stage(
-        DEDUP,
-        params={"threshold": threshold},
-        inputs={"ratings": ratings_path, "benchmark": benchmark_path},
-        compute=compute,
-        root=root,
-    )
+    return run_stage(DEDUP, **dedup_key(ratings_path, benchmark_path, threshold), compute=compute, root=root)
 
 
 dedup_task = stage_task(dedup, name="dedup")

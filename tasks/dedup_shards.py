@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -23,8 +24,18 @@ import data.schemas
 import data.validate
 import tasks.dedup
 import tasks.shards
-from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
-from tasks.dedup import DEDUP, DEFAULT_THRESHOLD, dedup_against_benchmark, normalize_prompt
+from tasks.cache import MAIN, Stage, StageOutput, StageResult, run_stage
+from tasks.dedup import (
+    DEDUP,
+    DEFAULT_THRESHOLD,
+    REMOVED,
+    benchmark_captions,
+    check_threshold,
+    dedup_against_benchmark,
+    dedup_key,
+    dedup_output,
+    normalize_prompt,
+)
 from tasks.prefect_stage import stage_task
 from tasks.shards import Shard, check_cover, concat_tables, cover, finished_output, merged_stats
 
@@ -41,16 +52,6 @@ NEAREST_SCHEMA: dict[str, pl.DataType] = {
 AXES = ("prompts",)
 
 
-def _check_threshold(threshold: float) -> None:
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"dedup threshold must be in [0, 1), got {threshold}")
-
-
-def benchmark_captions(benchmark_path: str | Path) -> list[str]:
-    """The distinct captions of a benchmark table (what :func:`tasks.dedup.dedup` compares with)."""
-    return pl.read_parquet(benchmark_path, columns=["caption"])["caption"].unique().to_list()
-
-
 def dedup_shard(
     ratings_path: str | Path,
     benchmark_path: str | Path,
@@ -61,7 +62,7 @@ def dedup_shard(
     root: str | Path | None = None,
 ) -> StageResult:
     """Stage: the nearest benchmark caption within ``threshold`` of each prompt of shard ``shard``."""
-    _check_threshold(threshold)
+    check_threshold(threshold)
     part = Shard(shard, shards)
 
     def compute() -> StageOutput:
@@ -107,7 +108,7 @@ def merge_dedup_shards(
 ) -> StageResult:
     """Stage: the ``dedup`` stage's output (its key, its tables) from the nearest captions its shards
     found."""
-    _check_threshold(threshold)
+    check_threshold(threshold)
     check_cover(shard_results, AXES)
 
     def compute() -> StageOutput:
@@ -115,32 +116,18 @@ def merge_dedup_shards(
         found = set(nearest["nearest_caption"].to_list())
         captions = benchmark_captions(benchmark_path)
         near = [caption for caption in captions if caption and normalize_prompt(caption) in found]
-        ratings = pl.read_parquet(ratings_path)
-        kept, removed, rejects = dedup_against_benchmark(ratings, near, threshold=threshold)
+        output = dedup_output(
+            pl.read_parquet(ratings_path), near, threshold=threshold, benchmark_size=len(captions)
+        )
+        removed = output.tables[REMOVED]
         if set(removed["prompt_id"].to_list()) != set(nearest["prompt_id"].to_list()):
             raise RuntimeError(
                 f"dedup merge: the shards found {nearest.height} near-duplicate prompts but the merge "
                 f"removes {removed.height}"
             )
-        stats = {
-            "prompts_removed": removed.height,
-            "exact_duplicates": int((removed["distance"] == 0).sum()),
-            "benchmark_captions": len(captions),
-        }
-        return StageOutput(
-            tables={MAIN: kept, "removed": removed, REJECTS: rejects},
-            rows_in=ratings.height,
-            rows_kept=kept.height,
-            stats=merged_stats(shard_results, stats),
-        )
+        return replace(output, stats=merged_stats(shard_results, output.stats))
 
-    return run_stage(
-        DEDUP,
-        params={"threshold": threshold},
-        inputs={"ratings": ratings_path, "benchmark": benchmark_path},
-        compute=compute,
-        root=root,
-    )
+    return run_stage(DEDUP, **dedup_key(ratings_path, benchmark_path, threshold), compute=compute, root=root)
 
 
 def finished_dedup(
@@ -151,12 +138,7 @@ def finished_dedup(
     root: str | Path | None = None,
 ) -> StageResult | None:
     """The finished ``dedup`` output for these inputs, sharded or not, if there is one."""
-    return finished_output(
-        DEDUP,
-        params={"threshold": threshold},
-        inputs={"ratings": ratings_path, "benchmark": benchmark_path},
-        root=root,
-    )
+    return finished_output(DEDUP, **dedup_key(ratings_path, benchmark_path, threshold), root=root)
 
 
 dedup_shard_task = stage_task(dedup_shard, name="dedup-shard")

@@ -160,6 +160,11 @@ def clip_params(clip: ClipSpec) -> dict[str, Any]:
     return {key: value for key, value in asdict(clip).items() if key != "device"}
 
 
+def embed_key(ratings_path: str | Path, clip: ClipSpec) -> dict[str, Any]:
+    """The embed stage's parameters and inputs: what keys its output (sharded or not)."""
+    return {"params": clip_params(clip), "inputs": {"ratings": ratings_path}}
+
+
 def distinct_prompts(ratings: pl.DataFrame) -> pl.DataFrame:
     """``prompt_id``, ``prompt`` of every distinct prompt, in first-appearance order."""
     return ratings.select("prompt_id", "prompt").unique("prompt_id", keep="first", maintain_order=True)
@@ -220,9 +225,7 @@ def embed(
             stats={"prompts": prompts.height, "dimension": dimension},
         )
 
-    return run_stage(
-        EMBED, params=clip_params(clip), inputs={"ratings": ratings_path}, compute=compute, root=root
-    )
+    return run_stage(EMBED, **embed_key(ratings_path, clip), compute=compute, root=root)
 
 
 def vector_column(name: str, matrix: np.ndarray) -> pl.Series:

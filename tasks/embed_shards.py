@@ -31,6 +31,7 @@ from tasks.embed import (
     TEXT,
     clip_params,
     distinct_prompts,
+    embed_key,
     embed_rows,
     encode_texts,
     vector_column,
@@ -131,16 +132,14 @@ def merge_embed_shards(
             stats=merged_stats(shard_results, stats),
         )
 
-    return run_stage(
-        EMBED, params=clip_params(clip), inputs={"ratings": ratings_path}, compute=compute, root=root
-    )
+    return run_stage(EMBED, **embed_key(ratings_path, clip), compute=compute, root=root)
 
 
 def finished_embed(
     ratings_path: str | Path, *, clip: ClipSpec = ClipSpec(), root: str | Path | None = None
 ) -> StageResult | None:
     """The finished ``embed`` output for these ratings and model, sharded or not, if there is one."""
-    return finished_output(EMBED, params=clip_params(clip), inputs={"ratings": ratings_path}, root=root)
+    return finished_output(EMBED, **embed_key(ratings_path, clip), root=root)
 
 
 embed_shard_task = stage_task(embed_shard, name="embed-shard")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from data.demo import DemoCorpus, DemoCorpusConfig, generate_demo_corpus
 from flows.runners import StageRunner, TaskRunnerName, run_sharded, stage_runner
 from tasks.assemble import assemble_pairs_task
 from tasks.cache import StageResult, artifacts_root
@@ -22,12 +22,17 @@ from tasks.pairs import pairs_task
 from tasks.ratings import Perspective, ratings_task
 from tasks.shards import SHARD, SHARDS, check_shard_count
 
+if TYPE_CHECKING:
+    from data.demo import DemoCorpus
+
 DEMO_DIR = "demo-corpus"
 
 
 @task(name="demo-corpus", cache_policy=NO_CACHE, persist_result=False)
 def demo_corpus_task(artifacts_dir: str | None, prompts: int | None, seed: int) -> DemoCorpus:
     """Generate the demo corpus under the artifact root, or reuse it when it is already there."""
+    from data.demo import DemoCorpusConfig, generate_demo_corpus  # the generator only when asked
+
     config = DemoCorpusConfig(seed=seed) if prompts is None else DemoCorpusConfig.with_prompts(prompts, seed)
     suffix = f"seed{seed}" + ("" if prompts is None else f"-{prompts}p")
     root = artifacts_root(artifacts_dir) / DEMO_DIR / suffix

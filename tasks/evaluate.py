@@ -44,21 +44,17 @@ _MODULE = sys.modules[__name__]
 EVAL_BENCHMARK = Stage(
     "eval_benchmark", 1, (_MODULE, reward.benchmarks, data.readers, data.validate, data.schemas)
 )
-EVAL_SCORES = Stage(
-    "eval_scores",
-    1,
-    (
-        _MODULE,
-        reward.evaluation,
-        reward.baselines,
-        reward.scoring,
-        reward.checkpoint,
-        reward.model,
-        reward.heads,
-        reward.backbones,
-        data.images,
-    ),
+#: The code that turns a model folder and images into scores: part of every scoring stage's key.
+SCORING_CODE = (
+    reward.evaluation,
+    reward.scoring,
+    reward.checkpoint,
+    reward.model,
+    reward.heads,
+    reward.backbones,
+    data.images,
 )
+EVAL_SCORES = Stage("eval_scores", 1, (_MODULE, reward.baselines, *SCORING_CODE))
 EVAL_METRICS = Stage("eval_metrics", 1, (_MODULE, reward.benchmarks, reward.metrics))
 EVAL_TABLE = Stage("eval_table", 1, (_MODULE, reward.benchmarks))
 

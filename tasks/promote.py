@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-import data.images
 import reward.backbones
 import reward.checkpoint
 import reward.evaluation
@@ -40,24 +39,14 @@ from reward.benchmarks import MetricOptions, get_benchmark
 from reward.evaluation import SAFETY, EvaluationError, Scorer, score_items, score_table
 from reward.metrics import OVERALL, pairwise_accuracy, safety_binary_metrics
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, load_finished, run_stage
-from tasks.evaluate import DEFAULT_OPTIONS, ScorerSpec
+from tasks.evaluate import DEFAULT_OPTIONS, SCORING_CODE, ScorerSpec
 from tasks.prefect_stage import stage_task
 
 HELDOUT = "heldout"
 EVAL_HELDOUT = Stage(
     "eval_heldout",
     1,
-    (
-        sys.modules[__name__],
-        reward.evaluation,
-        reward.metrics,
-        reward.scoring,
-        reward.checkpoint,
-        reward.model,
-        reward.heads,
-        reward.backbones,
-        data.images,
-    ),
+    (sys.modules[__name__], reward.metrics, *SCORING_CODE),
 )
 METRICS = "metrics"
 

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reward.atomic import write_text_atomically
+
 if TYPE_CHECKING:
     import argparse
 
@@ -238,10 +240,11 @@ def machine_facts(libraries: Sequence[str] = DATA_LIBRARIES) -> MachineFacts:
 
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` as indented JSON (dataclasses and paths converted), creating the folder."""
+    """Write ``payload`` as indented JSON (dataclasses and paths converted), creating the folder;
+    atomically, so a run killed mid-write leaves the previous report whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    write_text_atomically(json.dumps(payload, indent=2, default=_jsonable) + "\n", path)
     return path
 
 

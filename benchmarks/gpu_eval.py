@@ -17,6 +17,12 @@ loader). For each batch size: warm-up calls, then the median of timed calls (CUD
 Then one LoRA training step (rank 8 on the language model's attention, projector and head trained,
 Bradley-Terry loss over a batch of pairs, AdamW): its median time and the peak GPU memory.
 
+A GPU lease is short and paid for, so a run never loses what it measured: the report (``--out``) is
+rewritten atomically after every measurement; a measurement that fails (out of memory, say) is
+recorded with its error and the run goes on; measurements not started within ``--budget-seconds``
+are recorded as skipped. The exit status is 1 when anything failed. ``benchmarks/gpu_run.sh`` is the
+prepared command for a lent GPU machine.
+
     python -m benchmarks.gpu_eval --out gpu_eval.json                 # on a GPU host (H100 class)
     python -m benchmarks.gpu_eval --tiny --device cpu                 # smoke mode: tiny sizes, CPU
 """
@@ -29,6 +35,7 @@ import json
 import logging
 import statistics
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -51,6 +58,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
+from benchmarks.common import library_versions, write_json
 from reward.backbones import Backbone
 from reward.backbones.adapters import LLAVA, QWEN_VL, ArchitectureAdapter
 from reward.config import BackboneConfig, HeadConfig, LoraSettings
@@ -416,8 +424,56 @@ class BackboneReport:
     build_seconds: float
     evaluation: list[EvalTiming] = field(default_factory=list)
     lora_step: TrainTiming | None = None
-    best_seconds_per_eval: float = float("nan")
-    meets_target: bool = False
+    best_seconds_per_eval: float | None = None
+    meets_target: bool | None = None
+    failures: dict[str, str] = field(default_factory=dict)  # measurement -> its error
+    skipped: list[str] = field(default_factory=list)  # measurements not started: time budget spent
+
+
+class Deadline:
+    """The time budget of a run: a measurement starts only while some of it is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def spent(self) -> bool:
+        return self.elapsed() >= self.seconds
+
+
+def release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def attempt(
+    report: BackboneReport,
+    what: str,
+    measurement: Callable[[], Any],
+    device: torch.device,
+    deadline: Deadline,
+    on_progress: Callable[[], None],
+) -> Any:
+    """``measurement()``, or None: recorded as skipped when the budget is spent, as a failure (its
+    error; traceback logged) when it raises. The report is saved after each attempt."""
+    if deadline.spent():
+        logger.warning("  %s: skipped, time budget of %.0f s spent", what, deadline.seconds)
+        report.skipped.append(what)
+        on_progress()
+        return None
+    try:
+        return measurement()
+    except Exception as error:  # one failed measurement must not lose the others' figures
+        logger.error("  %s failed:\n%s", what, traceback.format_exc())
+        report.failures[what] = f"{type(error).__name__}: {error}"
+        release_memory(device)
+        return None
+    finally:
+        on_progress()
 
 
 def run_backbone(
@@ -430,7 +486,10 @@ def run_backbone(
     warmup: int,
     repeats: int,
     checkpointing: bool,
+    deadline: Deadline,
+    on_report: Callable[[BackboneReport], None] = lambda report: None,
 ) -> BackboneReport:
+    """Build ``size`` and measure it; ``on_report(report)`` after every measurement (to save it)."""
     started = time.perf_counter()
     backbone = build_backbone(size, device, dtype)
     synchronize(device)
@@ -443,11 +502,23 @@ def run_backbone(
     }
     logger.info("%s: %.2fB parameters built in %.1f s", size.name, parameters["total"] / 1e9, build_seconds)
     report = BackboneReport(size.name, parameters, build_seconds)
+    on_report(report)
     with torch.device(device), default_dtype(dtype):
         model = RewardModel(backbone, HeadConfig(kind="skipca"))
     model.eval()
     for batch_size in batch_sizes:
-        timing = measure_evaluation(model, size, batch_size, device, warmup=warmup, repeats=repeats)
+        timing = attempt(
+            report,
+            f"evaluation batch {batch_size}",
+            lambda batch_size=batch_size: measure_evaluation(
+                model, size, batch_size, device, warmup=warmup, repeats=repeats
+            ),
+            device,
+            deadline,
+            lambda: on_report(report),
+        )
+        if timing is None:
+            continue
         logger.info(
             "  batch %3d: %.4f s per evaluation (%.1f / s), sequence %d, peak %s",
             batch_size,
@@ -457,31 +528,35 @@ def run_backbone(
             _gib(timing.peak_memory_gib),
         )
         report.evaluation.append(timing)
-    report.best_seconds_per_eval = min(timing.seconds_per_eval for timing in report.evaluation)
-    report.meets_target = report.best_seconds_per_eval <= TARGET_SECONDS_PER_EVAL
-    del model
+        report.best_seconds_per_eval = min(timing.seconds_per_eval for timing in report.evaluation)
+        report.meets_target = report.best_seconds_per_eval <= TARGET_SECONDS_PER_EVAL
+        on_report(report)
     if train_pairs > 0:
-        with torch.device(device), default_dtype(dtype):
-            report.lora_step = measure_lora_step(
-                backbone,
-                size,
-                train_pairs,
-                device,
-                warmup=warmup,
-                repeats=repeats,
-                checkpointing=checkpointing,
-            )
-        logger.info(
-            "  LoRA step (%d pairs): %.3f s, peak %s",
-            train_pairs,
-            report.lora_step.seconds_per_step,
-            _gib(report.lora_step.peak_memory_gib),
+
+        def lora_step() -> TrainTiming:
+            with torch.device(device), default_dtype(dtype):
+                return measure_lora_step(
+                    backbone,
+                    size,
+                    train_pairs,
+                    device,
+                    warmup=warmup,
+                    repeats=repeats,
+                    checkpointing=checkpointing,
+                )
+
+        report.lora_step = attempt(
+            report, f"LoRA step {train_pairs} pairs", lora_step, device, deadline, lambda: on_report(report)
         )
-    del backbone
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return report
+        if report.lora_step is not None:
+            logger.info(
+                "  LoRA step (%d pairs): %.3f s, peak %s",
+                train_pairs,
+                report.lora_step.seconds_per_step,
+                _gib(report.lora_step.peak_memory_gib),
+            )
+            on_report(report)
+    return report  # the backbone's memory is released by the caller, once this frame is gone
 
 
 def _gib(value: float | None) -> str:
@@ -505,7 +580,10 @@ def dry_run(dtype: torch.dtype) -> dict[str, dict[str, int]]:
 
 
 def device_facts(device: torch.device) -> dict[str, Any]:
-    facts: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
+    facts: dict[str, Any] = {
+        "device": str(device),
+        "versions": library_versions(("torch", "transformers", "peft", "accelerate", "tokenizers")),
+    }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         facts.update(
@@ -534,7 +612,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--dry-run", action="store_true", help="full-size configs on 'meta': parameter counts"
     )
-    parser.add_argument("--out", help="write the report as JSON here")
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=420.0,
+        help="start no measurement after this many seconds (default 420: the run ends inside 8 minutes)",
+    )
+    parser.add_argument("--out", help="write the report as JSON here (rewritten after every measurement)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.dry_run:
@@ -546,36 +630,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch_sizes = [int(b) for b in (args.batch_sizes or ("1,4" if args.tiny else "1,4,16,32,64")).split(",")]
     train_pairs = args.train_pairs if args.train_pairs is not None else (2 if args.tiny else 4)
     sizes = {"phi35v": phi35_vision_sized, "qwen25vl": qwen25_vl_3b_sized}
-    started = time.perf_counter()
-    reports = []
-    for name in args.backbones.split(","):
-        size = sizes[name](tiny=args.tiny)
-        reports.append(
-            run_backbone(
-                size,
-                device,
-                dtype,
-                batch_sizes,
-                train_pairs=train_pairs,
-                warmup=args.warmup,
-                repeats=args.repeats,
-                checkpointing=args.checkpointing,
-            )
-        )
-    result = {
+    names = args.backbones.split(",")
+    unknown = sorted(set(names) - set(sizes))
+    if unknown:
+        parser.error(f"unknown backbone(s) {', '.join(unknown)}; choose from {', '.join(sizes)}")
+    deadline = Deadline(args.budget_seconds)
+    result: dict[str, Any] = {
         "device": device_facts(device),
         "dtype": str(dtype),
         "paper_seconds_per_eval": PAPER_SECONDS_PER_EVAL,
         "target_seconds_per_eval": TARGET_SECONDS_PER_EVAL,
-        "backbones": [asdict(report) for report in reports],
-        "total_seconds": time.perf_counter() - started,
+        "budget_seconds": args.budget_seconds,
+        "backbones": [],
+        "total_seconds": 0.0,
+        "complete": False,
     }
+
+    def save(current: BackboneReport | None = None) -> None:
+        """Rewrite the report with ``current`` (the backbone being measured) as its last entry."""
+        result["total_seconds"] = deadline.elapsed()
+        if args.out:
+            backbones = result["backbones"] + ([asdict(current)] if current is not None else [])
+            write_json(args.out, {**result, "backbones": backbones})
+
+    for name in names:
+        size = sizes[name](tiny=args.tiny)
+        if deadline.spent():
+            report = BackboneReport(size.name, {}, 0.0, skipped=["build"])
+        else:
+            try:
+                report = run_backbone(
+                    size,
+                    device,
+                    dtype,
+                    batch_sizes,
+                    train_pairs=train_pairs,
+                    warmup=args.warmup,
+                    repeats=args.repeats,
+                    checkpointing=args.checkpointing,
+                    deadline=deadline,
+                    on_report=save,
+                )
+            except Exception as error:  # the next backbone may still build
+                logger.error("%s failed outside a measurement:\n%s", size.name, traceback.format_exc())
+                failure = {"build": f"{type(error).__name__}: {error}"}
+                report = BackboneReport(size.name, {}, 0.0, failures=failure)
+            release_memory(device)
+        result["backbones"].append(asdict(report))
+        save()
+    result["complete"] = not any(entry["failures"] or entry["skipped"] for entry in result["backbones"])
+    save()
     print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(0 if main()["complete"] else 1)

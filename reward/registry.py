@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -42,6 +42,7 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from reward.atomic import replace_atomically
 from reward.checkpoint import (
     ADAPTER_DIR,
     CONFIG_NAME,
@@ -107,20 +108,8 @@ class RegistryBusy(RegistryError):
 # Atomic files
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    temporary = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        write(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _write_json(data: Mapping[str, Any], path: Path) -> None:
-    _replace_atomically(path, lambda target: target.write_text(json.dumps(data, indent=2) + "\n"))
+    replace_atomically(path, lambda target: target.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -471,7 +460,7 @@ class ModelRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / "ledger.lock")):
             ledger = pl.concat([self.ledger(), row.frame()], how="vertical")
-            _replace_atomically(
+            replace_atomically(
                 self.ledger_path, lambda target: ledger.write_parquet(target, compression="zstd")
             )
         return ledger

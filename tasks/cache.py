@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ import polars as pl
 from filelock import FileLock
 
 from data.schemas import REJECTS_SCHEMA, empty_frame
+from reward.atomic import replace_atomically, write_text_atomically
 from tasks.fingerprint import FingerprintMemo, code_fingerprint, default_memo_path, path_fingerprint
 
 #: Environment variable that moves the artifact root (default ``./artifacts``).
@@ -181,26 +181,13 @@ def _table_path(directory: Path, key: str, table: str) -> Path:
 
 
 def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to a temporary file beside ``path``, then rename it into place."""
-    temporary = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        frame.write_parquet(temporary, compression="zstd", statistics=True)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write ``frame`` as zstd Parquet to a temporary file beside ``path``, then rename it into place."""
+    replace_atomically(path, lambda target: frame.write_parquet(target, compression="zstd", statistics=True))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync, then rename it into place."""
-    temporary = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_text_atomically(text, path)
 
 
 def result_from_manifest(

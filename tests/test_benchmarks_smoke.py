@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+import transformers
 
 from benchmarks import before_after, cache_rerun, data_pipeline, embedding, gpu_eval, growth, negatives_index
 from benchmarks import naive_reference as naive
@@ -220,10 +224,12 @@ def test_cache_rerun_finds_every_stage_cached(work: Path, prefect_harness: None)
     assert run["fraction"] == pytest.approx(run["cached_seconds"] / run["first_seconds"])
 
 
-def test_gpu_eval_tiny_runs_on_cpu() -> None:
-    result = gpu_eval.main(
-        ["--tiny", "--device", "cpu", "--batch-sizes", "1,2", "--warmup", "0", "--repeats", "1"]
-    )
+GPU_TINY = ["--tiny", "--device", "cpu", "--batch-sizes", "1,2", "--warmup", "0", "--repeats", "1"]
+
+
+def test_gpu_eval_tiny_runs_on_cpu(tmp_path: Path) -> None:
+    report = tmp_path / "gpu_eval.json"
+    result = gpu_eval.main([*GPU_TINY, "--out", str(report)])
     assert [backbone["name"] for backbone in result["backbones"]] == [
         "phi35v-sized-tiny",
         "qwen2.5-vl-3b-sized-tiny",
@@ -235,6 +241,59 @@ def test_gpu_eval_tiny_runs_on_cpu() -> None:
         assert (
             np.isfinite(backbone["lora_step"]["loss"]) and backbone["lora_step"]["trainable_parameters"] > 0
         )
+        assert backbone["failures"] == {} and backbone["skipped"] == []
+    assert result["complete"] is True
+    assert result["device"]["versions"]["transformers"] == transformers.__version__
+    assert json.loads(report.read_text()) == json.loads(json.dumps(result))
+
+
+def test_gpu_eval_records_a_failed_measurement_and_goes_on(tmp_path: Path, monkeypatch) -> None:
+    measure = gpu_eval.measure_evaluation
+
+    def out_of_memory_at_batch_2(model, size, batch_size, device, **options):
+        if batch_size == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return measure(model, size, batch_size, device, **options)
+
+    monkeypatch.setattr(gpu_eval, "measure_evaluation", out_of_memory_at_batch_2)
+    report = tmp_path / "gpu_eval.json"
+    result = gpu_eval.main([*GPU_TINY, "--backbones", "phi35v", "--out", str(report)])
+    (backbone,) = result["backbones"]
+    assert backbone["failures"] == {
+        "evaluation batch 2": "OutOfMemoryError: CUDA out of memory. Tried to allocate 9.00 GiB"
+    }
+    assert [timing["batch_size"] for timing in backbone["evaluation"]] == [1]
+    assert backbone["lora_step"] is not None  # measured after the failure
+    assert result["complete"] is False
+    assert json.loads(report.read_text())["backbones"][0]["failures"] == backbone["failures"]
+
+
+def test_gpu_eval_stops_starting_measurements_when_the_budget_is_spent(tmp_path: Path) -> None:
+    report = tmp_path / "gpu_eval.json"
+    result = gpu_eval.main([*GPU_TINY, "--budget-seconds", "0", "--out", str(report)])
+    assert [(backbone["skipped"], backbone["evaluation"]) for backbone in result["backbones"]] == [
+        (["build"], []),
+        (["build"], []),
+    ]
+    assert result["complete"] is False and json.loads(report.read_text())["complete"] is False
+
+
+def test_gpu_eval_saves_the_report_after_every_measurement(tmp_path: Path, monkeypatch) -> None:
+    report = tmp_path / "gpu_eval.json"
+    snapshots: list[dict] = []
+    save = gpu_eval.write_json
+
+    def save_and_keep(path, payload):
+        snapshots.append(json.loads(json.dumps(payload, default=str)))
+        return save(path, payload)
+
+    monkeypatch.setattr(gpu_eval, "write_json", save_and_keep)
+    gpu_eval.main([*GPU_TINY, "--backbones", "qwen25vl", "--out", str(report)])
+    measured = [
+        len(snapshot["backbones"][0]["evaluation"]) if snapshot["backbones"] else 0 for snapshot in snapshots
+    ]
+    assert 1 in measured and 2 in measured  # a run killed after batch 1 would still have its figure
+    assert any(snapshot["backbones"] and snapshot["backbones"][0]["lora_step"] for snapshot in snapshots)
 
 
 def test_gpu_eval_full_size_configs_have_the_published_parameter_counts() -> None:
@@ -272,3 +331,25 @@ def test_colour_probe_smoke_reports_every_feature_above_zero() -> None:
     assert all(0.0 <= accuracy <= 1.0 for accuracy in report["accuracy"].values())
     # Colour is in the raw pixels of 80 single-shape images: the probe beats chance there.
     assert report["accuracy"]["pixels 8x8"] > 2 * report["chance"]
+
+
+def test_the_prepared_gpu_command_runs_from_a_bare_checkout(tmp_path: Path) -> None:
+    """benchmarks/gpu_run.sh as the GPU machine runs it (project on PYTHONPATH, not installed), tiny on
+    the CPU: the environment record and the report land in $OUT."""
+    project = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        ["bash", "benchmarks/gpu_run.sh", *GPU_TINY, "--backbones", "phi35v"],
+        cwd=project,
+        env={**os.environ, "OUT": str(out), "PYTHON": sys.executable, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    environment = (out / "environment.txt").read_text()
+    assert f"transformers {transformers.__version__}" in environment
+    report = json.loads((out / "gpu_eval.json").read_text())
+    assert report["complete"] is True and report["budget_seconds"] == 300
+    assert [timing["batch_size"] for timing in report["backbones"][0]["evaluation"]] == [1, 2]
+    assert "phi35v-sized-tiny" in (out / "gpu_eval.log").read_text()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The prepared GPU check, for a lent GPU machine (the device tool runs it from the repository root):
+#
+#   bash benchmarks/gpu_run.sh                     # device tool: run(command="bash benchmarks/gpu_run.sh", timeout_s=480)
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_run.sh --tiny --device cpu   # the same, tiny, on a CPU
+#
+# It uses the machine's own python3 (its image has PyTorch, transformers, peft and accelerate; this
+# project goes on PYTHONPATH, nothing is installed), records the card and library versions, then runs
+# benchmarks.gpu_eval under a time budget so that the call ends well inside its limit; the report is
+# rewritten after every measurement, so a run cut short still brings back what it measured. Output:
+# $OUT (the device tool brings that folder back) or ./gpu-out: environment.txt, gpu_eval.json,
+# gpu_eval.log. Extra arguments go to benchmarks.gpu_eval.
+set -uo pipefail
+out=${OUT:-gpu-out}
+python=${PYTHON:-python3}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+{
+    date -u +%FT%TZ
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 ||
+        echo "nvidia-smi: not available"
+    "$python" -c 'import sys, torch, transformers, peft
+print("python", sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__,
+      "peft", peft.__version__, "cuda", torch.cuda.is_available())'
+} 2>&1 | tee "$out/environment.txt"
+timeout "${GPU_EVAL_TIMEOUT:-420}" "$python" -m benchmarks.gpu_eval --budget-seconds "${GPU_EVAL_BUDGET:-300}" \
+    --out "$out/gpu_eval.json" "$@" 2>&1 | tee "$out/gpu_eval.log"

@@ -22,7 +22,7 @@ import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import polars as pl
@@ -160,6 +160,11 @@ def struct_has_field(schema: pa.Schema, column: str, child: str) -> bool:
         return False
     arrow_type = schema.field(column).type
     return pa.types.is_struct(arrow_type) and arrow_type.get_field_index(child) >= 0
+
+
+def basename(path: str) -> str:
+    """The file name of a POSIX or Windows path (datasets record paths from their authors' machines)."""
+    return PureWindowsPath(PurePosixPath(path).name).name
 
 
 def leading_token(path: Path) -> str:

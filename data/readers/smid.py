@@ -19,7 +19,7 @@ official norms CSV. Both give SAFETY_SCHEMA rows: label 1 = moral (``Safe``), 0 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -33,6 +33,7 @@ from data.readers.common import (
     RejectLog,
     as_int,
     as_text,
+    basename,
     existing_path,
     load_json_records,
     parse_fields,
@@ -131,11 +132,6 @@ def read_smid_json(
         )
     table = pl.DataFrame(rows, schema=SAFETY_SCHEMA, orient="row")
     return ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
-
-
-def basename(path: str) -> str:
-    """The file name of a POSIX or Windows path."""
-    return PureWindowsPath(PurePosixPath(path).name).name
 
 
 def _stem(name: str) -> str:

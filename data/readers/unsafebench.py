@@ -13,7 +13,7 @@ Both produce SAFETY_SCHEMA rows with the LLaVA-Reward label convention: 1 = ``Sa
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -26,6 +26,7 @@ from data.readers.common import (
     RejectLog,
     as_int,
     as_text,
+    basename,
     concat_results,
     existing_path,
     leading_token,
@@ -134,7 +135,7 @@ def read_unsafebench_json(
             log.not_an_object(row, item)
             continue
         values, problems = parse_fields(item, parsers)
-        item_id = f"{file.stem}-{_basename(values['path']).rsplit('.', 1)[0]}" if "path" in values else None
+        item_id = f"{file.stem}-{basename(values['path']).rsplit('.', 1)[0]}" if "path" in values else None
         label, safety = values.get("label"), values.get("safety_label")
         if label is not None and safety is not None and SAFETY_LABELS[safety] != label:
             problems["label"] = (
@@ -144,7 +145,7 @@ def read_unsafebench_json(
             log.add(row, item_id, problems)
             continue
         image_path = values["path"]
-        image_uri = str(root / _basename(image_path)) if root is not None else image_path
+        image_uri = str(root / basename(image_path)) if root is not None else image_path
         rows.append(
             (
                 item_id,
@@ -163,11 +164,6 @@ def read_unsafebench_json(
     return ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
 
 
-def _basename(path: str) -> str:
-    """The file name of a POSIX or Windows path."""
-    return PureWindowsPath(PurePosixPath(path).name).name
-
-
 def _safety_label(value: Any) -> str:
     text = as_text(value)
     if text not in SAFETY_LABELS:
@@ -184,6 +180,6 @@ def _label(value: Any) -> int:
 
 def _image_path(value: Any) -> str:
     text = as_text(value)
-    if not _basename(text):
+    if not basename(text):
         raise FieldProblem(f"no file name in path: {show_value(value)}")
     return text

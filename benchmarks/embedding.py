@@ -90,7 +90,7 @@ def benchmark(imagerewarddb: Path, *, clip: ClipSpec, images: int, runs: int, wo
                 "load": stage.load_1min,
             }
         )
-        print({key: round(value, 4) for key, value in rows[-1].items()}, flush=True)
+        print(f"run {index}:", {key: round(value, 4) for key, value in rows[-1].items()}, flush=True)
     median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
     return {
         "machine": machine_facts(),
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     clip = ClipSpec(model_name=args.model, batch_size=args.batch_size)
     report = benchmark(imagerewarddb, clip=clip, images=args.images, runs=args.runs, work=work)
     report["command"] = command_line("benchmarks.embedding", argv)
-    print({key: round(value, 4) for key, value in report["median"].items()})
+    print("median:", {key: round(value, 4) for key, value in report["median"].items()})
     if args.out:
         write_json(args.out, report)
     return report

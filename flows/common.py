@@ -157,7 +157,8 @@ def publish_run_artifacts(
             lines.append(f"| {stage_label(result)} | {table} | {result.rows_out[table]} | `{path}` |")
     lines += [
         "",
-        "Open any of them with `polars.read_parquet(path)`, `pyarrow.parquet.read_table(path)` or duckdb.",
+        "Open the `.parquet` tables with `polars.read_parquet(path)`, `pyarrow.parquet.read_table(path)` or"
+        " duckdb.",
     ]
     create_markdown_artifact(
         key=f"{flow_name}-outputs", markdown="\n".join(lines), description=f"{flow_name} outputs"

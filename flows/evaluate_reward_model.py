@@ -28,6 +28,7 @@ from reward.benchmarks import BENCHMARKS, MetricOptions, get_benchmark
 from reward.checkpoint import read_reward_config
 from reward.evaluation import PAIRS
 from reward.metrics import SafetyClass
+from reward.registry import resolve_model_folder
 from tasks.cache import StageResult
 from tasks.evaluate import (
     ScorerSpec,
@@ -94,7 +95,8 @@ def resolve_models(
     seed: int,
     artifacts_dir: str | None,
 ) -> dict[str, str]:
-    """``{name: model folder}``: the given folders (a list is named by each folder's perspective), or
+    """``{name: model folder}``: the given folders (a list is named by each folder's perspective; a
+    registry perspective folder stands for its champion's folder), or
     demo models trained by the train-reward-model flow, one per demo perspective."""
     if models is None:
         return {
@@ -108,9 +110,9 @@ def resolve_models(
             for perspective in demo_perspectives
         }
     if isinstance(models, dict):
-        return {str(name): str(folder) for name, folder in models.items()}
+        return {str(name): str(resolve_model_folder(folder)) for name, folder in models.items()}
     named: dict[str, str] = {}
-    for folder in models:
+    for folder in map(resolve_model_folder, models):
         base = read_reward_config(folder).perspective
         name, suffix = base, 2
         while name in named:

@@ -1,38 +1,144 @@
-"""Print what the latest run of a build-data flow produced, from its Prefect artifacts.
+"""Print what the latest run of a flow produced, from the Prefect server: its state and its artifacts.
 
-``python -m flows.report build-alignment-data`` prints the stage table (rows in / out / rejected,
-cached or computed, seconds) and the output Parquet paths. ``make demo`` calls it after the run.
+``python -m flows.report build-alignment-data`` prints the latest run of that flow: its state, the stage
+table (rows in / out / rejected, cached or computed, seconds), the output paths and any other artifact
+the run published (a trained model's folder and metrics, a retraining decision, the evaluation table).
+A run that did not complete shows its state message and its last error log lines instead, so that a
+``--watch`` that only says ``Failed`` can be followed by this for the reason. ``make demo`` calls it
+after its run. Any flow name works (``train-reward-model``, ``retrain-reward-model``, ...).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from dataclasses import dataclass
+from typing import Any
 
-from prefect.artifacts import Artifact
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterLevel,
+)
+from prefect.client.schemas.objects import Artifact, FlowRun
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, LogSort
+from prefect.settings import PREFECT_API_URL
+
+#: Markdown lines longer than this (embedded images) are shortened in the terminal.
+MAX_LINE = 400
+#: How many of a failed run's last error (or warning) log lines are shown.
+ERROR_LINES = 12
 
 
-def _format_table(rows: list[dict]) -> str:
+class ReportError(RuntimeError):
+    """Nothing to report: no server configured, or the flow has no run on it."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    text: str
+    completed: bool
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of dicts as aligned text columns (the columns of the first row)."""
+    if not rows:
+        return "(empty table)"
     columns = list(rows[0])
-    widths = {column: max(len(column), *(len(str(row[column])) for row in rows)) for column in columns}
+    cells = [{column: str(row.get(column, "")) for column in columns} for row in rows]
+    widths = {column: max(len(column), *(len(cell[column]) for cell in cells)) for column in columns}
     lines = ["  ".join(column.ljust(widths[column]) for column in columns)]
-    lines += ["  ".join(str(row[column]).ljust(widths[column]) for column in columns) for row in rows]
-    return "\n".join(lines)
+    lines += ["  ".join(cell[column].ljust(widths[column]) for column in columns) for cell in cells]
+    return "\n".join(line.rstrip() for line in lines)
 
 
-def report(flow_name: str) -> str:
-    """The latest stage table and outputs of ``flow_name`` as text."""
-    stages = Artifact.get(f"{flow_name}-stages")
-    outputs = Artifact.get(f"{flow_name}-outputs")
-    if stages is None or outputs is None:
-        raise SystemExit(f"no artifacts for {flow_name} yet: has it run against this Prefect server?")
-    table = stages.data if isinstance(stages.data, list) else json.loads(stages.data)
-    return f"{_format_table(table)}\n\n{outputs.data}"
+def _shorten(markdown: str) -> str:
+    return "\n".join(
+        line if len(line) <= MAX_LINE else f"{line[:80]}… [{len(line) - 80:,} more characters]"
+        for line in markdown.splitlines()
+    )
 
 
-def main() -> None:
-    print(report(sys.argv[1] if len(sys.argv) > 1 else "build-alignment-data"))
+def format_artifact(artifact: Artifact) -> str:
+    """One artifact as terminal text: a table aligned, markdown as it is (long lines shortened)."""
+    title = f"-- {artifact.key or artifact.type}"
+    if artifact.type == "table":
+        rows = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data or "[]")
+        return f"{title}\n{format_table(rows)}"
+    return f"{title}\n{_shorten(str(artifact.data or ''))}"
+
+
+def latest_run(client: Any, flow_name: str) -> FlowRun:
+    """The most recently started run of ``flow_name``."""
+    runs = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+        flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=1,
+    )
+    if not runs:
+        raise ReportError(f"no run of {flow_name!r} on the Prefect server {client.api_url}: has it run?")
+    return runs[0]
+
+
+def _error_lines(client: Any, run: FlowRun) -> list[str]:
+    logs = client.read_logs(
+        log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[run.id]), level=LogFilterLevel(ge_=logging.WARNING)
+        ),
+        sort=LogSort.TIMESTAMP_DESC,
+        limit=ERROR_LINES,
+    )
+    return [f"  {log.message}" for log in reversed(logs)]
+
+
+def report(flow_name: str) -> RunReport:
+    """The latest run of ``flow_name``: state, artifacts, and for an unfinished or failed run its state
+    message and last error log lines."""
+    if not PREFECT_API_URL.value():
+        raise ReportError(
+            "PREFECT_API_URL is not set, so there is no server to ask; for make demo's server: "
+            "export PREFECT_HOME=$PWD/.prefect PREFECT_API_URL=http://127.0.0.1:${PREFECT_PORT:-4200}/api"
+        )
+    with get_client(sync_client=True) as client:
+        run = latest_run(client, flow_name)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])),
+            sort=ArtifactSort.ID_DESC,
+        )
+        state = run.state
+        completed = state is not None and state.is_completed()
+        lines = [f"{flow_name}: run {run.name} ({run.id}), {state.name if state else 'no state'}"]
+        if not completed:
+            if state is not None and state.message:
+                lines.append(f"  {state.message}")
+            lines += _error_lines(client, run)
+            lines.append(f"  whole log: prefect flow-run logs {run.id}")
+    ordered = sorted(artifacts, key=lambda artifact: artifact.created or 0)
+    sections = ["\n".join(lines), *(format_artifact(artifact) for artifact in ordered)]
+    return RunReport("\n\n".join(sections), completed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the report; exit status 0 when the reported run completed, 1 otherwise."""
+    arguments = sys.argv[1:] if argv is None else argv
+    flow_name = arguments[0] if arguments else "build-alignment-data"
+    try:
+        result = report(flow_name)
+    except ReportError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(result.text)
+    return 0 if result.completed else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

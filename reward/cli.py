@@ -35,7 +35,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="DIR",
-        help="a trained perspective folder; repeat for several perspectives on one base model",
+        help=(
+            "a trained perspective folder, or a registry perspective folder (its champion:"
+            " artifacts/registry/<perspective>); repeat for several perspectives on one base model"
+        ),
     )
     parser.add_argument(
         "--perspective",

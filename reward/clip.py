@@ -9,6 +9,7 @@ load; set ``HF_HUB_OFFLINE=1`` so that open_clip fails fast instead of retrying 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,17 +77,37 @@ def register_bundled_configs() -> None:
             open_clip.add_model_config(CLIP_CONFIG_DIR)
 
 
+logger = logging.getLogger(__name__)
+
+
+class _ExpectedRandomInit(logging.Filter):
+    """Drops open_clip's root-logger warning that a model got no pretrained weights, for a model loaded
+    with ``pretrained=None`` on purpose (the demo model): there the random weights are what was asked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded for model")
+
+
 @lru_cache(maxsize=4)
 def _load(model_name: str, pretrained: str | None, seed: int, device: str) -> ClipEncoder:
     import open_clip
     import torch
 
     register_bundled_configs()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device
+    expected = _ExpectedRandomInit()
+    if not pretrained:
+        logging.getLogger().addFilter(expected)
+        logger.info(
+            "open_clip %s: random weights (seed %d), as asked (no pretrained given)", model_name, seed
         )
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device
+            )
+    finally:
+        logging.getLogger().removeFilter(expected)
     model.eval().requires_grad_(False)
     return ClipEncoder(model, preprocess, open_clip.get_tokenizer(model_name), device)
 

@@ -136,6 +136,17 @@ def file_digests(folder: Path) -> dict[str, str]:
 # Model folders
 
 
+def resolve_model_folder(path: str | Path) -> Path:
+    """The perspective folder to load for ``path``: ``path`` itself when it holds a model (or when it is
+    not a registry pointer, so that loading names what is missing); for a registry perspective folder
+    (``<registry>/<perspective>``) or its ``champion.json``, the champion's model folder."""
+    path = Path(path)
+    pointer = path if path.name == CHAMPION_FILE else path / CHAMPION_FILE
+    if (path / CONFIG_NAME).is_file() or not pointer.is_file():
+        return path
+    return Path(Champion.from_dict(_read_json(pointer), source=pointer).folder)
+
+
 def required_files(config: RewardModelConfig) -> list[str]:
     """The files a perspective folder with ``config`` needs besides its config."""
     if config.lora is None:

@@ -42,6 +42,7 @@ from reward.config import LossConfig
 from reward.heads import RewardHead
 from reward.losses import preference_probability
 from reward.model import RewardModel
+from reward.registry import resolve_model_folder
 
 ImageInput = str | Path | bytes | bytearray | Image.Image
 
@@ -102,12 +103,16 @@ class RankedImage:
 
 
 def _folders(source: str | Path | Sequence[str | Path] | Mapping[str, str | Path]) -> list[tuple[str, Path]]:
-    """(adapter name, folder) pairs; names default to each folder's perspective."""
+    """(adapter name, folder) pairs; names default to each folder's perspective. A registry
+    perspective folder (or its ``champion.json``) stands for its champion's model folder."""
     if isinstance(source, Mapping):
-        pairs = [(str(name), Path(folder)) for name, folder in source.items()]
+        pairs = [(str(name), resolve_model_folder(folder)) for name, folder in source.items()]
     else:
-        folders = [source] if isinstance(source, str | Path) else list(source)
-        pairs = [(read_reward_config(folder).perspective, Path(folder)) for folder in folders]
+        folders = [
+            resolve_model_folder(folder)
+            for folder in ([source] if isinstance(source, str | Path) else source)
+        ]
+        pairs = [(read_reward_config(folder).perspective, folder) for folder in folders]
     if not pairs:
         raise ScoringError("no model folder given")
     seen: dict[str, Path] = {}

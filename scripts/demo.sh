@@ -20,7 +20,11 @@ prefect deployment ls
 
 echo "== run $DEPLOYMENT"
 run_started=$(date +%s)
-prefect deployment run "$DEPLOYMENT" --watch
+if ! prefect deployment run "$DEPLOYMENT" --watch; then
+    echo "== why the run failed"
+    python -m flows.report "${DEPLOYMENT%%/*}" || true
+    exit 1
+fi
 run_seconds=$(( $(date +%s) - run_started ))
 
 echo "== results"

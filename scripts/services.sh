@@ -9,6 +9,7 @@ STATE="${PREFECT_HOME:?PREFECT_HOME must be set (run through make)}"
 mkdir -p "$STATE"
 SERVER_PID="$STATE/server.pid"
 WORKER_PID="$STATE/worker.pid"
+WORKER_SETTINGS="$STATE/worker.settings"  # the settings the running worker passes to its flow runs
 
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 healthy() { curl --silent --fail --max-time 2 "$PREFECT_API_URL/health" >/dev/null 2>&1; }
@@ -26,15 +27,26 @@ start_server() {
   echo "prefect server: not healthy after 120 s"; tail -20 "$STATE/server.log"; exit 1
 }
 
+# What a flow run gets from the worker's environment: a running worker started with other values is
+# restarted, else a changed LLAVA_REWARD_ARTIFACTS would silently keep writing to the old place.
+worker_settings() { printf 'LLAVA_REWARD_ARTIFACTS=%s\n' "${LLAVA_REWARD_ARTIFACTS:-}"; }
+
 start_worker() {
   if ! prefect work-pool inspect "$POOL" >/dev/null 2>&1; then
     prefect work-pool create "$POOL" --type process >/dev/null
     echo "work pool $POOL: created (process)"
   fi
-  if alive "$WORKER_PID"; then echo "prefect worker: already running (pid $(cat "$WORKER_PID"))"; return; fi
+  if alive "$WORKER_PID"; then
+    if [[ "$(cat "$WORKER_SETTINGS" 2>/dev/null)" == "$(worker_settings)" ]]; then
+      echo "prefect worker: already running (pid $(cat "$WORKER_PID"))"; return
+    fi
+    echo "prefect worker: restarting, its settings changed to $(worker_settings)"
+    stop_one "prefect worker" "$WORKER_PID"
+  fi
   echo "prefect worker: starting on pool $POOL (log: $STATE/worker.log)"
   nohup prefect worker start --pool "$POOL" >"$STATE/worker.log" 2>&1 &
   echo $! >"$WORKER_PID"
+  worker_settings >"$WORKER_SETTINGS"
 }
 
 # SIGTERM and wait for the process to exit. A Prefect worker turns the first signal into a graceful

@@ -109,13 +109,16 @@ class StageResult:
         return pl.read_parquet(self.paths[table])
 
     def summary(self) -> dict[str, Any]:
-        """One row for the flow's stage table artifact."""
+        """One row for the flow's stage table artifact: ``rows_in = rows_kept + rows_rejected``, and
+        ``main_rows`` is the main table's length (less than kept where kept rows go to other tables too,
+        e.g. assemble's validation split)."""
         return {
             "stage": self.stage,
             "status": "cached" if self.cached else "computed",
             "rows_in": self.rows_in,
-            "rows_out": self.rows_out.get(MAIN, 0),
+            "rows_kept": self.rows_kept,
             "rows_rejected": self.rows_rejected,
+            "main_rows": self.rows_out.get(MAIN, 0),
             "seconds": round(self.elapsed, 3),
             "compute_seconds": round(self.seconds, 3),
             "key": self.key,

@@ -55,6 +55,21 @@ def test_score_prints_one_line_per_image(demo) -> None:
     assert {line["perspective"] for line in lines} == {"fidelity"} and lines[0]["prompt"] == PROMPT
 
 
+def test_a_registry_perspective_scores_with_its_champion(demo, tmp_path: Path) -> None:
+    from reward.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register("fidelity", "k1", Path(demo["fidelity"]))
+    registry.promote(
+        "fidelity", "k1", run_id="r1", benchmark="mjbench-quality", metric="acc", value=0.7, reason="test"
+    )
+    arguments = ["--prompt", PROMPT, *demo["images"]]
+    _, direct = run(["score", "--model", demo["fidelity"], *arguments])
+    for model in (registry.perspective_dir("fidelity"), registry.champion_path("fidelity")):
+        status, lines = run(["score", "--model", str(model), *arguments])
+        assert status == 0 and [line["score"] for line in lines] == [line["score"] for line in direct]
+
+
 def test_compare_and_rank(demo) -> None:
     first, second, third = demo["images"]
     scorer = RewardScorer.from_pretrained(demo["fidelity"], device="cpu")

@@ -153,3 +153,23 @@ def test_auto_index_is_exact_for_small_tables_and_ivf_for_large(monkeypatch: pyt
     assert isinstance(negatives_module.build_index(base, "auto"), faiss.IndexFlatIP)
     monkeypatch.setattr(negatives_module, "AUTO_IVF_MIN_ROWS", 100)
     assert isinstance(negatives_module.build_index(base, "auto"), faiss.IndexIVFFlat)
+
+
+def test_the_demo_model_loads_without_the_random_weights_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """open_clip warns on the root logger that a model without pretrained weights is random; for
+    ``pretrained=None`` that is what was asked, so the warning is dropped (and only then)."""
+    import logging
+
+    import open_clip
+
+    from reward.clip import load_clip
+
+    with caplog.at_level(logging.INFO):
+        load_clip(ClipSpec(seed=987_654))  # a seed no other test uses: really loaded, not cached
+    assert "random weights (seed 987654), as asked" in caplog.text
+    assert "No pretrained weights loaded" not in caplog.text
+    leftover = [kind for kind in map(type, logging.getLogger().filters) if kind.__module__ == "reward.clip"]
+    assert not leftover  # the filter does not outlive the load
+    with caplog.at_level(logging.WARNING):
+        open_clip.create_model("demo-tiny-clip", pretrained=None)  # open_clip itself still warns
+    assert "No pretrained weights loaded for model 'demo-tiny-clip'" in caplog.text

@@ -25,6 +25,7 @@ from reward.registry import (
     RegistryError,
     decide,
     file_digests,
+    resolve_model_folder,
     utc_now,
     verify_model_folder,
 )
@@ -145,6 +146,19 @@ def test_promotion_switches_the_pointer(models, tmp_path: Path) -> None:
     assert registry.champion("fidelity") == second and second.value is None  # NaN is stored as null
     on_disk = json.loads(registry.champion_path("fidelity").read_text())
     assert on_disk["model_key"] == "kb" and on_disk["run_id"] == "run-kb"
+
+
+def test_a_registry_perspective_folder_stands_for_its_champion(models, tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    perspective_dir = registry.perspective_dir("fidelity")
+    assert resolve_model_folder(perspective_dir) == perspective_dir  # no champion yet: itself
+    registry.register("fidelity", "ka", models["a"])
+    promote(registry, "ka")
+    champion = registry.model_folder("fidelity", "ka")
+    assert resolve_model_folder(perspective_dir) == champion
+    assert resolve_model_folder(registry.champion_path("fidelity")) == champion
+    assert resolve_model_folder(str(models["b"])) == models["b"]  # a model folder is itself
+    assert resolve_model_folder(tmp_path / "nothing") == tmp_path / "nothing"  # loading names what is missing
 
 
 def test_a_truncated_registered_model_is_not_promoted(models, tmp_path: Path) -> None:

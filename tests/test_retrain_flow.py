@@ -179,6 +179,26 @@ def zero_head_training(folder_root: Path):
     return train
 
 
+def test_the_registry_folder_stands_for_the_champion_and_the_report_shows_the_decision(service) -> None:
+    from flows import report as run_report
+    from flows.evaluate_reward_model import resolve_models
+
+    registry = service["registry"]
+    champion, served = registry.champion(PERSPECTIVE), str(registry.perspective_dir(PERSPECTIVE))
+    demo = {
+        "demo_perspectives": [],
+        "demo_max_steps": 1,
+        "demo_prompts": None,
+        "seed": 0,
+        "artifacts_dir": None,
+    }
+    assert resolve_models({"serving": served}, **demo) == {"serving": champion.folder}
+    assert resolve_models([served], **demo) == {PERSPECTIVE: champion.folder}
+    latest = run_report.report("retrain-reward-model")  # the unchanged rerun, the latest so far
+    assert latest.completed and f"retrain-reward-model-{PERSPECTIVE}-decision" in latest.text
+    assert f"# {PERSPECTIVE}: " in latest.text and champion.model_key in latest.text
+
+
 def test_a_worse_challenger_is_not_promoted(service, monkeypatch, tmp_path: Path) -> None:
     registry, art = service["registry"], service["art"]
     before = registry.champion(PERSPECTIVE)

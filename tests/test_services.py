@@ -73,6 +73,20 @@ def test_start_status_and_stop_leave_nothing_running(tmp_path: Path) -> None:
         assert f"prefect worker: running (pid {pids[1]})" in status
         assert "already running" in services("start", env), "a second start reuses both"
 
+        # A worker started for another artifact root is restarted: flow runs inherit its environment.
+        wait_for(lambda: "started!" in (home / "worker.log").read_text(), seconds=60)
+        env["LLAVA_REWARD_ARTIFACTS"] = str(tmp_path / "other-artifacts")
+        restarted = services("start", env)
+        assert "prefect server: already running" in restarted
+        assert (
+            f"prefect worker: restarting, its settings changed to LLAVA_REWARD_ARTIFACTS={tmp_path}"
+            in restarted
+        )
+        new_worker = int((home / "worker.pid").read_text())
+        assert new_worker != pids[1] and not running(pids[1]) and running(new_worker)
+        pids.append(new_worker)
+        assert "prefect worker: already running" in services("start", env), "same settings: reused"
+
         # Stop a worker that is up and polling (before that it exits on the first signal anyway).
         wait_for(lambda: "started!" in (home / "worker.log").read_text(), seconds=60)
         stopped = services("stop", env)

@@ -34,8 +34,10 @@ from prefect.settings import PREFECT_API_URL
 
 #: Markdown lines longer than this (embedded images) are shortened in the terminal.
 MAX_LINE = 400
-#: How many of a failed run's last error (or warning) log lines are shown.
-ERROR_LINES = 12
+#: How many of a failed run's last error (or warning) log messages are shown.
+ERROR_LINES = 8
+#: The artifact types shown (Prefect also stores "result" records of failed runs: not for people).
+SHOWN_TYPES = {"table", "markdown", "link"}
 
 
 class ReportError(RuntimeError):
@@ -89,7 +91,14 @@ def latest_run(client: Any, flow_name: str) -> FlowRun:
     return runs[0]
 
 
+def _summary_lines(message: str) -> list[str]:
+    """A log message in at most two lines: a traceback becomes its first line and its exception line."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines if len(lines) <= 2 else [lines[0], lines[-1]]
+
+
 def _error_lines(client: Any, run: FlowRun) -> list[str]:
+    """The run's last warning and error log messages, oldest first, each line once."""
     logs = client.read_logs(
         log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[run.id]), level=LogFilterLevel(ge_=logging.WARNING)
@@ -97,7 +106,10 @@ def _error_lines(client: Any, run: FlowRun) -> list[str]:
         sort=LogSort.TIMESTAMP_DESC,
         limit=ERROR_LINES,
     )
-    return [f"  {log.message}" for log in reversed(logs)]
+    shown: dict[str, None] = {}
+    for log in reversed(logs):
+        shown |= dict.fromkeys(f"  {line}" for line in _summary_lines(log.message))
+    return list(shown)
 
 
 def report(flow_name: str) -> RunReport:
@@ -118,11 +130,11 @@ def report(flow_name: str) -> RunReport:
         completed = state is not None and state.is_completed()
         lines = [f"{flow_name}: run {run.name} ({run.id}), {state.name if state else 'no state'}"]
         if not completed:
-            if state is not None and state.message:
-                lines.append(f"  {state.message}")
-            lines += _error_lines(client, run)
+            message = [f"  {state.message}"] if state is not None and state.message else []
+            lines += list(dict.fromkeys([*message, *_error_lines(client, run)]))
             lines.append(f"  whole log: prefect flow-run logs {run.id}")
-    ordered = sorted(artifacts, key=lambda artifact: artifact.created or 0)
+    shown = [artifact for artifact in artifacts if artifact.type in SHOWN_TYPES]
+    ordered = sorted(shown, key=lambda artifact: artifact.created or 0)
     sections = ["\n".join(lines), *(format_artifact(artifact) for artifact in ordered)]
     return RunReport("\n\n".join(sections), completed)
 

@@ -51,6 +51,8 @@ def test_a_failed_run_shows_its_error_and_how_to_see_the_whole_log(capsys: pytes
     assert "ValueError: bad parameter: threshold" in result.text
     assert "stage dedup: threshold 2.0 is outside [0, 1]" in result.text
     assert f"prefect flow-run logs {state.state_details.flow_run_id}" in result.text
+    assert "Traceback" not in result.text  # a traceback is shown as its first and its exception line
+    assert "-- None" not in result.text  # Prefect's result records (no key, no type) are not shown
     assert run_report.main(["report-probe-failing"]) == 1
     assert "bad parameter: threshold" in capsys.readouterr().out
 

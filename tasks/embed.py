@@ -9,6 +9,7 @@ Embeddings are L2-normalized float32, stored as fixed-size arrays.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections import deque
@@ -30,6 +31,9 @@ from data.validate import reject_rows
 from reward.clip import ClipEncoder, ClipSpec, load_clip
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
+from tasks.progress import ProgressLog
+
+logger = logging.getLogger(__name__)
 
 EMBED = Stage("embed", 2, (sys.modules[__name__], reward.clip, data.validate, data.images, data.schemas))
 
@@ -115,9 +119,11 @@ def embed_images(
 
     embeddings: list[np.ndarray] = []
     failures: dict[int, str] = {}
+    progress = ProgressLog(logger, "embed images", len(uris))
 
     def consume(decoded: list[tuple[int, Any]]) -> None:
         nonlocal vectorized
+        progress.advance(len(decoded))
         images = []
         for index, pixels in decoded:
             if isinstance(pixels, ImageError):

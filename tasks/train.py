@@ -15,14 +15,11 @@ With ``num_processes > 1`` the job runs under ``accelerate launch`` (several GPU
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +39,7 @@ import reward.training
 from reward.checkpoint import read_reward_config
 from reward.training import TrainingJob, train_reward_model
 from tasks.cache import MAIN, Produced, Stage, StageResult, artifacts_root, run_keyed
-from tasks.prefect_stage import log_stage
+from tasks.prefect_stage import forward_logs, log_stage
 
 TRAIN = Stage(
     "train",
@@ -183,25 +180,6 @@ def tiny_backbone(*, arch: str = "llava", seed: int = 0, root: str | Path | None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-@contextmanager
-def forward_logs(name: str, target: logging.Logger | logging.LoggerAdapter) -> Iterator[None]:
-    """Send INFO+ records of logger ``name`` (e.g. training progress) to ``target`` while inside."""
-
-    class Forward(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            target.log(record.levelno, record.getMessage())
-
-    source = logging.getLogger(name)
-    handler, level = Forward(logging.INFO), source.level
-    source.addHandler(handler)
-    source.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        source.removeHandler(handler)
-        source.setLevel(level)
 
 
 @task(name="train-reward-model", cache_policy=NO_CACHE, persist_result=False)

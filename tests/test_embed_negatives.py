@@ -173,3 +173,24 @@ def test_the_demo_model_loads_without_the_random_weights_warning(caplog: pytest.
     with caplog.at_level(logging.WARNING):
         open_clip.create_model("demo-tiny-clip", pretrained=None)  # open_clip itself still warns
     assert "No pretrained weights loaded for model 'demo-tiny-clip'" in caplog.text
+
+
+def test_embedding_reports_its_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from PIL import Image
+
+    from reward.clip import load_clip
+    from tasks.embed import embed_images
+
+    uris = []
+    for index in range(5):
+        path = tmp_path / f"{index}.png"
+        Image.new("RGB", (64, 64), (index * 40, 0, 0)).save(path)
+        uris.append(str(path))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    uris.append(str(tmp_path / "broken.png"))
+    with caplog.at_level(logging.INFO, logger="tasks.embed"):
+        vectors, failures = embed_images(load_clip(ClipSpec()), uris, batch_size=2)
+    assert vectors.shape[0] == 5 and list(failures) == [5]
+    assert caplog.messages[-1].startswith("embed images: 6 / 6 (100%), ")

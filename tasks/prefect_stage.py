@@ -21,28 +21,60 @@ from tasks.cache import StageResult
 P = ParamSpec("P")
 
 
+class _ThreadRouter(logging.Handler):
+    """Installed on a logger while stages forward it (propagation off meanwhile): a record logged in a
+    forwarding stage's thread goes to that stage's run log (INFO and up) and nowhere else, so the worker's
+    console does not print it twice; a record of any other thread goes on to the parent loggers as it
+    would have without the router."""
+
+    def __init__(self, source: logging.Logger) -> None:
+        super().__init__()
+        self.source = source
+        self.saved = (source.level, source.propagate)
+        self.targets: dict[int, logging.Logger | logging.LoggerAdapter] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = self.targets.get(record.thread or 0)
+        if target is not None:
+            if record.levelno >= logging.INFO:
+                target.log(record.levelno, record.getMessage())
+        elif self.source.parent is not None:
+            self.source.parent.handle(record)
+
+
+_routers: dict[str, _ThreadRouter] = {}
+_routers_lock = threading.Lock()
+
+
 @contextmanager
 def forward_logs(name: str, target: logging.Logger | logging.LoggerAdapter) -> Iterator[None]:
-    """Send INFO+ records of logger ``name`` (e.g. training or embedding progress) to ``target`` while
-    inside: only those logged in this thread, so that stages running side by side in threads each get
-    their own progress, not each other's."""
-    thread = threading.get_ident()
-
-    class Forward(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.thread == thread:
-                target.log(record.levelno, record.getMessage())
-
-    source = logging.getLogger(name)
-    handler, level = Forward(logging.INFO), source.level
-    source.addHandler(handler)
-    if source.getEffectiveLevel() > logging.INFO:
-        source.setLevel(logging.INFO)
+    """Send the INFO+ records that logger ``name`` (e.g. training or embedding progress) gets from this
+    thread to ``target`` while inside. Per thread, so that stages running side by side in threads each
+    get their own progress; records of other threads are handled as usual."""
+    source, thread = logging.getLogger(name), threading.get_ident()
+    with _routers_lock:
+        router = _routers.get(name)
+        if router is None:
+            router = _routers[name] = _ThreadRouter(source)
+            source.addHandler(router)
+            source.propagate = False
+            if source.getEffectiveLevel() > logging.INFO:
+                source.setLevel(logging.INFO)
+        previous = router.targets.get(thread)
+        router.targets[thread] = target
     try:
         yield
     finally:
-        source.removeHandler(handler)
-        source.setLevel(level)
+        with _routers_lock:
+            if previous is None:
+                del router.targets[thread]
+            else:
+                router.targets[thread] = previous
+            if not router.targets:
+                source.removeHandler(router)
+                source.setLevel(router.saved[0])
+                source.propagate = router.saved[1]
+                del _routers[name]
 
 
 def log_stage(result: StageResult) -> None:

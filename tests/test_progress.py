@@ -43,7 +43,9 @@ def test_progress_logs_every_interval_and_at_the_end(caplog: pytest.LogCaptureFi
     assert caplog.messages == ["x: 600 / 2,500 (24%), 50 / s"]
 
 
-def test_forward_logs_sends_only_this_threads_records() -> None:
+def test_forward_logs_sends_this_threads_records_once_and_passes_the_others_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     received: list[str] = []
 
     class Target:
@@ -51,14 +53,44 @@ def test_forward_logs_sends_only_this_threads_records() -> None:
             received.append(message)
 
     source = logging.getLogger("tasks.forward_test")
-    with forward_logs("tasks", Target()):  # type: ignore[arg-type]
-        source.info("mine")
-        source.debug("too low")
-        other = threading.Thread(target=lambda: source.info("another stage's"))
-        other.start()
-        other.join()
-    source.info("after")
+    with caplog.at_level(logging.INFO):  # a handler on the root logger, as Prefect's console is
+        with forward_logs("tasks", Target()):  # type: ignore[arg-type]
+            source.info("mine")
+            source.debug("too low")
+            other = threading.Thread(target=lambda: source.warning("another thread's"))
+            other.start()
+            other.join()
+        source.warning("after")
     assert received == ["mine"]
+    assert caplog.messages == ["another thread's", "after"]  # "mine" is not printed a second time
+    tasks = logging.getLogger("tasks")
+    assert tasks.propagate and not any(type(h).__name__ == "_ThreadRouter" for h in tasks.handlers)
+
+
+def test_forwarding_in_two_threads_at_once_keeps_each_threads_records() -> None:
+    received: dict[str, list[str]] = {"a": [], "b": []}
+    inside = threading.Barrier(2)
+
+    class Target:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def log(self, level: int, message: str) -> None:
+            received[self.name].append(message)
+
+    def stage(name: str) -> None:
+        with forward_logs("tasks", Target(name)):  # type: ignore[arg-type]
+            inside.wait()
+            logging.getLogger(f"tasks.{name}").info(f"{name} progress")
+            inside.wait()
+
+    threads = [threading.Thread(target=stage, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert received == {"a": ["a progress"], "b": ["b progress"]}
+    assert logging.getLogger("tasks").propagate
 
 
 LOUD = Stage("loud_probe", 1, ())

@@ -206,6 +206,32 @@ def embed_rows(
     return images, rejects, int(image_vectors.shape[1]) if image_vectors.size else 0
 
 
+def embed_output(
+    encoder: ClipEncoder,
+    rows: pl.DataFrame,
+    prompts: pl.DataFrame,
+    *,
+    batch_size: int,
+    text_width: int,
+    stats: dict[str, Any],
+) -> StageOutput:
+    """The embed stage's tables for the images of ``rows`` (main table, undecodable ones as rejects)
+    and ``prompts`` (table ``text``, ``(0, text_width)`` vectors when empty), with ``stats`` plus the
+    embedding width."""
+    text_vectors = encode_texts(encoder, prompts["prompt"].to_list(), batch_size=batch_size, width=text_width)
+    images, rejects, dimension = embed_rows(encoder, rows, batch_size=batch_size)
+    return StageOutput(
+        tables={
+            MAIN: images,
+            TEXT: prompts.with_columns(vector_column("embedding", text_vectors)),
+            REJECTS: rejects,
+        },
+        rows_in=rows.height,
+        rows_kept=images.height,
+        stats={**stats, "dimension": dimension},
+    )
+
+
 def embed(
     ratings_path: str | Path,
     *,
@@ -216,19 +242,14 @@ def embed(
 
     def compute() -> StageOutput:
         ratings = pl.read_parquet(ratings_path, columns=COLUMNS)
-        encoder = load_clip(clip)
         prompts = distinct_prompts(ratings)
-        text_vectors = encode_texts(encoder, prompts["prompt"].to_list(), batch_size=clip.batch_size, width=0)
-        images, rejects, dimension = embed_rows(encoder, ratings, batch_size=clip.batch_size)
-        return StageOutput(
-            tables={
-                MAIN: images,
-                TEXT: prompts.with_columns(vector_column("embedding", text_vectors)),
-                REJECTS: rejects,
-            },
-            rows_in=ratings.height,
-            rows_kept=images.height,
-            stats={"prompts": prompts.height, "dimension": dimension},
+        return embed_output(
+            load_clip(clip),
+            ratings,
+            prompts,
+            batch_size=clip.batch_size,
+            text_width=0,
+            stats={"prompts": prompts.height},
         )
 
     return run_stage(EMBED, **embed_key(ratings_path, clip), compute=compute, root=root)

@@ -32,9 +32,7 @@ from tasks.embed import (
     clip_params,
     distinct_prompts,
     embed_key,
-    embed_rows,
-    encode_texts,
-    vector_column,
+    embed_output,
 )
 from tasks.prefect_stage import stage_task
 from tasks.shards import Shard, check_cover, concat_tables, cover, finished_output, merged_stats
@@ -73,26 +71,16 @@ def embed_shard(
         with _load_lock:
             encoder = load_clip(clip)
         # The unsharded stage's text table is 0 wide only when there is no prompt at all.
-        text_vectors = encode_texts(
+        return embed_output(
             encoder,
-            prompts["prompt"].to_list(),
+            rows,
+            prompts,
             batch_size=clip.batch_size,
-            width=int(encoder.model.visual.output_dim) if every_prompt.height else 0,
-        )
-        images, rejects, dimension = embed_rows(encoder, rows, batch_size=clip.batch_size)
-        return StageOutput(
-            tables={
-                MAIN: images,
-                TEXT: prompts.with_columns(vector_column("embedding", text_vectors)),
-                REJECTS: rejects,
-            },
-            rows_in=rows.height,
-            rows_kept=images.height,
+            text_width=int(encoder.model.visual.output_dim) if every_prompt.height else 0,
             stats={
                 **part.params(),
                 "rows": cover(row_start, row_stop, ratings.height),
                 "prompts": cover(prompt_start, prompt_stop, every_prompt.height),
-                "dimension": dimension,
             },
         )
 

@@ -42,7 +42,7 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from reward.atomic import replace_atomically
+from reward.atomic import replace_atomically, write_text_atomically
 from reward.checkpoint import (
     ADAPTER_DIR,
     CONFIG_NAME,
@@ -109,7 +109,7 @@ class RegistryBusy(RegistryError):
 
 
 def _write_json(data: Mapping[str, Any], path: Path) -> None:
-    replace_atomically(path, lambda target: target.write_text(json.dumps(data, indent=2) + "\n"))
+    write_text_atomically(json.dumps(data, indent=2) + "\n", path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

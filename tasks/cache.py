@@ -188,11 +188,6 @@ def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
     replace_atomically(path, lambda target: frame.write_parquet(target, compression="zstd", statistics=True))
 
 
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync, then rename it into place."""
-    write_text_atomically(text, path)
-
-
 def result_from_manifest(
     manifest: dict[str, Any], manifest_path: Path, *, cached: bool, elapsed: float = 0.0
 ) -> StageResult:
@@ -295,7 +290,7 @@ def run_keyed(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": socket.gethostname(),
         }
-        atomic_write_text(json.dumps(manifest, indent=2), manifest_path)
+        write_text_atomically(json.dumps(manifest, indent=2), manifest_path)
         result = result_from_manifest(manifest, manifest_path, cached=False)
         return replace(result, elapsed=time.perf_counter() - called)
 
@@ -351,7 +346,6 @@ __all__ = [
     "StageResult",
     "artifacts_root",
     "atomic_write_parquet",
-    "atomic_write_text",
     "input_fingerprints",
     "load_finished",
     "result_from_manifest",

@@ -456,14 +456,12 @@ def attempt(
     measurement: Callable[[], Any],
     device: torch.device,
     deadline: Deadline,
-    on_progress: Callable[[], None],
 ) -> Any:
-    """``measurement()``, or None: recorded as skipped when the budget is spent, as a failure (its
-    error; traceback logged) when it raises. The report is saved after each attempt."""
+    """``measurement()``, or None: recorded in ``report`` as skipped when the budget is spent, as a
+    failure (its error; traceback logged) when it raises."""
     if deadline.spent():
         logger.warning("  %s: skipped, time budget of %.0f s spent", what, deadline.seconds)
         report.skipped.append(what)
-        on_progress()
         return None
     try:
         return measurement()
@@ -472,8 +470,6 @@ def attempt(
         report.failures[what] = f"{type(error).__name__}: {error}"
         release_memory(device)
         return None
-    finally:
-        on_progress()
 
 
 def run_backbone(
@@ -489,7 +485,8 @@ def run_backbone(
     deadline: Deadline,
     on_report: Callable[[BackboneReport], None] = lambda report: None,
 ) -> BackboneReport:
-    """Build ``size`` and measure it; ``on_report(report)`` after every measurement (to save it)."""
+    """Build ``size`` and measure it; ``on_report(report)`` once after every measurement, measured,
+    failed or skipped (to save it)."""
     started = time.perf_counter()
     backbone = build_backbone(size, device, dtype)
     synchronize(device)
@@ -515,21 +512,19 @@ def run_backbone(
             ),
             device,
             deadline,
-            lambda: on_report(report),
         )
-        if timing is None:
-            continue
-        logger.info(
-            "  batch %3d: %.4f s per evaluation (%.1f / s), sequence %d, peak %s",
-            batch_size,
-            timing.seconds_per_eval,
-            timing.evals_per_second,
-            timing.sequence_length,
-            _gib(timing.peak_memory_gib),
-        )
-        report.evaluation.append(timing)
-        report.best_seconds_per_eval = min(timing.seconds_per_eval for timing in report.evaluation)
-        report.meets_target = report.best_seconds_per_eval <= TARGET_SECONDS_PER_EVAL
+        if timing is not None:
+            logger.info(
+                "  batch %3d: %.4f s per evaluation (%.1f / s), sequence %d, peak %s",
+                batch_size,
+                timing.seconds_per_eval,
+                timing.evals_per_second,
+                timing.sequence_length,
+                _gib(timing.peak_memory_gib),
+            )
+            report.evaluation.append(timing)
+            report.best_seconds_per_eval = min(timing.seconds_per_eval for timing in report.evaluation)
+            report.meets_target = report.best_seconds_per_eval <= TARGET_SECONDS_PER_EVAL
         on_report(report)
     if train_pairs > 0:
 
@@ -545,9 +540,7 @@ def run_backbone(
                     checkpointing=checkpointing,
                 )
 
-        report.lora_step = attempt(
-            report, f"LoRA step {train_pairs} pairs", lora_step, device, deadline, lambda: on_report(report)
-        )
+        report.lora_step = attempt(report, f"LoRA step {train_pairs} pairs", lora_step, device, deadline)
         if report.lora_step is not None:
             logger.info(
                 "  LoRA step (%d pairs): %.3f s, peak %s",
@@ -555,7 +548,7 @@ def run_backbone(
                 report.lora_step.seconds_per_step,
                 _gib(report.lora_step.peak_memory_gib),
             )
-            on_report(report)
+        on_report(report)
     return report  # the backbone's memory is released by the caller, once this frame is gone
 
 

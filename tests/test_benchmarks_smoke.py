@@ -23,23 +23,20 @@ import transformers
 
 from benchmarks import before_after, cache_rerun, data_pipeline, embedding, gpu_eval, growth, negatives_index
 from benchmarks import naive_reference as naive
-from benchmarks.common import markdown_table, measure, summarize
+from benchmarks.common import markdown_table, measure, smoke_corpus, summarize
 from benchmarks.scale_corpus import ScaleSpec, source_webp_bytes, synthesize
-from data.demo import DemoCorpusConfig, generate_demo_corpus
 from tasks.embed import ClipSpec, embed, load_clip
 from tasks.ingest import ingest_ratings
 from tasks.negatives import nearest_other
 from tasks.pairs import preference_pairs
 from tasks.ratings import ratings
 
-SMOKE_PROMPTS = 30  # the size every script's --smoke mode generates
-
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A work folder holding the 30-prompt corpus that every --smoke mode reuses."""
+    """A work folder holding the corpus that every --smoke mode reuses (generated here once)."""
     folder = tmp_path_factory.mktemp("bench")
-    generate_demo_corpus(folder / "corpus", DemoCorpusConfig.with_prompts(SMOKE_PROMPTS, seed=0), workers=1)
+    smoke_corpus(folder)
     return folder
 
 

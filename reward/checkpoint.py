@@ -34,7 +34,9 @@ from reward.config import BackboneConfig, ConfigError, HeadConfig, LoraSettings,
 from reward.heads import RewardHead, build_head
 from reward.model import RewardModel
 
-FORMAT_VERSION = 1
+#: 2: head kind "skipca" is the paper's exact SkipCA; format-1 folders' "skipca" is now "skipca_mha".
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 CONFIG_NAME = "reward_config.json"
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -109,24 +111,27 @@ class RewardModelConfig:
         if unknown:
             raise ConfigError(f"RewardModelConfig: unknown field(s) {unknown}")
         version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
+        if version not in SUPPORTED_FORMAT_VERSIONS:
             raise ConfigError(
-                f"RewardModelConfig: format_version {version} is not supported (this is {FORMAT_VERSION})"
+                f"RewardModelConfig: format_version {version} is not supported (this reads "
+                f"{list(SUPPORTED_FORMAT_VERSIONS)})"
             )
         for required in ("perspective", "backbone"):
             if required not in data:
                 raise ConfigError(f"RewardModelConfig: missing field {required!r}")
+        head = dict(data.get("head", {}))
+        if version == 1 and head.get("kind", "skipca") == "skipca":
+            head["kind"] = "skipca_mha"  # format 1's SkipCA: multi-head, LayerNorm, linear with bias
         return cls(
             perspective=data["perspective"],
             backbone=BackboneConfig.from_dict(data["backbone"]),
-            head=HeadConfig.from_dict(data.get("head", {})),
+            head=HeadConfig.from_dict(head),
             loss=LossConfig.from_dict(data.get("loss", {})),
             lora=None if data.get("lora") is None else LoraSettings.from_dict(data["lora"]),
             trainable_fraction=data.get("trainable_fraction"),
             parameters=dict(data.get("parameters", {})),
             training_data=dict(data.get("training_data", {})),
             training=dict(data.get("training", {})),
-            format_version=version,
         )
 
     def to_json(self, path: str | Path) -> Path:

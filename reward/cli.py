@@ -6,11 +6,13 @@ Every scoring command prints JSON lines on stdout::
     llava-reward compare --model DIR --prompt "two red circles" IMG_A IMG_B
     llava-reward rank    --model DIR --prompt "two red circles" IMG [IMG ...]
     llava-reward train   --job job.json --output DIR [--resume [CHECKPOINT]]
+    llava-reward import-checkpoint CKPT_DIR --base BASE_DIR --out OUT_DIR [--num-crops N|base]
 
 Images are paths or image URIs (``archive.zip::member``, ``shard.parquet::column[row]``). With several
 ``--model`` folders (perspectives on one base model) each command runs for every perspective unless
 ``--perspective`` picks some. ``train`` runs a :class:`reward.training.TrainingJob` JSON file; under
-``accelerate launch -m reward.cli train ...`` it trains on several GPUs.
+``accelerate launch -m reward.cli train ...`` it trains on several GPUs. ``import-checkpoint`` converts a
+checkpoint published by the LLaVA-Reward authors into a model folder that the other commands read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, TextIO
 
 from reward.checkpoint import CheckpointError
 from reward.config import ConfigError
+from reward.import_checkpoint import PAPER_NUM_CROPS
 
 PROGRAM = "llava-reward"
 
@@ -90,7 +93,73 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="resume from CHECKPOINT, or from the latest checkpoint when given alone",
     )
+
+    imported = commands.add_parser(
+        "import-checkpoint",
+        help="convert a published LLaVA-Reward checkpoint into a model folder (then: score --model OUT_DIR)",
+    )
+    imported.add_argument(
+        "checkpoint", metavar="CKPT_DIR", help="the published folder (reward_config.yaml, ...)"
+    )
+    imported.add_argument("--base", required=True, help="the Phi-3.5-vision base model folder or hub id")
+    imported.add_argument("--out", required=True, help="the model folder to write")
+    imported.add_argument("--perspective", help="perspective name (default: the checkpoint folder's name)")
+    imported.add_argument(
+        "--num-crops",
+        default=str(PAPER_NUM_CROPS),
+        metavar="N|base",
+        help=f"HD crops per image: {PAPER_NUM_CROPS} (default) scores as the paper's loader does; "
+        "'base' takes the base folder's preprocessor_config.json",
+    )
+    imported.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="base model dtype recorded for scoring (default: as stored)",
+    )
+    imported.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     return parser
+
+
+def _num_crops(value: str) -> int | None:
+    if value == "base":
+        return None
+    try:
+        crops = int(value)
+    except ValueError:
+        crops = 0
+    if crops < 1:
+        raise ConfigError(f"--num-crops must be a positive integer or 'base', got {value!r}")
+    return crops
+
+
+def _run_import(args: argparse.Namespace, out: TextIO) -> None:
+    from reward.checkpoint import read_reward_config
+    from reward.import_checkpoint import import_checkpoint
+
+    folder = import_checkpoint(
+        args.checkpoint,
+        args.base,
+        args.out,
+        perspective=args.perspective,
+        num_crops=_num_crops(args.num_crops),
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+    )
+    config = read_reward_config(folder)
+    _emit(
+        {
+            "imported": args.checkpoint,
+            "model": str(folder),
+            "perspective": config.perspective,
+            "base": config.backbone.name_or_path,
+            "head": config.head.kind,
+            "loss": config.loss.kind,
+            "temperature": config.loss.temperature,
+            "num_crops": config.backbone.num_crops,
+        },
+        out,
+    )
 
 
 def _emit(record: dict[str, Any], out: TextIO) -> None:
@@ -179,6 +248,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     try:
         if args.command == "train":
             _run_training(args, out)
+        elif args.command == "import-checkpoint":
+            _run_import(args, out)
         else:
             if args.batch_size < 1:
                 raise ScoringError(f"--batch-size must be >= 1, got {args.batch_size}")

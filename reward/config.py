@@ -93,6 +93,20 @@ class BackboneConfig(JsonConfig):
         metadata={"help": "Attention kernel ('eager', 'sdpa', ...); None lets transformers pick."},
     )
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    template_profile: str | None = field(
+        default=None,
+        metadata={
+            "help": "A named rendering that reproduces a published model's input exactly (see "
+            "reward.backbones.templates), e.g. 'llava-reward-phi3v'; overrides prompt_template."
+        },
+    )
+    num_crops: int | None = field(
+        default=None,
+        metadata={
+            "help": "Phi-3.5-vision only: HD crops per image (the LLaVA-Reward loader uses 16); None: the "
+            "base folder's preprocessor_config.json."
+        },
+    )
 
     DTYPES: ClassVar[tuple[str, ...]] = ("auto", "float32", "bfloat16", "float16")
 
@@ -105,6 +119,18 @@ class BackboneConfig(JsonConfig):
         _check_choice("BackboneConfig", "padding_side", self.padding_side, ("left", "right"))
         if not isinstance(self.hidden_layer, int) or isinstance(self.hidden_layer, bool):
             raise ConfigError(f"BackboneConfig.hidden_layer must be an int, got {self.hidden_layer!r}")
+        if self.template_profile is not None:
+            from reward.backbones.templates import PROFILES
+
+            _check_choice(
+                "BackboneConfig", "template_profile", self.template_profile, tuple(sorted(PROFILES))
+            )
+        if self.num_crops is not None and (
+            not isinstance(self.num_crops, int) or isinstance(self.num_crops, bool) or self.num_crops < 1
+        ):
+            raise ConfigError(
+                f"BackboneConfig.num_crops must be a positive int or None, got {self.num_crops!r}"
+            )
         if self.prompt_template is not None and (
             "{prompt}" not in self.prompt_template or "{image}" not in self.prompt_template
         ):
@@ -121,8 +147,10 @@ class HeadConfig(JsonConfig):
     kind: str = field(
         default="skipca",
         metadata={
-            "help": "'skipca': cross-attention from e_h to the visual tokens e_v, residual + LayerNorm, "
-            "then linear; 'linear': linear on the pooled e_h (the 'w/o SkipCA' ablation)."
+            "help": "'skipca': the paper's SkipCA (one head of bias-free W_q/W_k/W_v from e_h to the visual "
+            "tokens e_v, residual + RMSNorm, bias-free value head); 'skipca_mha': multi-head attention with "
+            "an output projection, residual + LayerNorm, linear with bias; 'linear': linear on the pooled "
+            "e_h (the 'w/o SkipCA' ablation)."
         },
     )
     pooling: str = field(
@@ -136,11 +164,17 @@ class HeadConfig(JsonConfig):
         default=None,
         metadata={"help": "k for the General Preference Model (2k outputs); None for one scalar reward."},
     )
-    num_heads: int = field(default=1, metadata={"help": "Attention heads of the SkipCA cross-attention."})
+    num_heads: int = field(
+        default=1,
+        metadata={"help": "Attention heads of 'skipca_mha' ('skipca' is single-head, as published)."},
+    )
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the cross-attention weights."})
+    norm_eps: float = field(default=1e-5, metadata={"help": "Epsilon of the 'skipca' RMSNorm (Phi-3: 1e-5)."})
+
+    KINDS: ClassVar[tuple[str, ...]] = ("skipca", "skipca_mha", "linear")
 
     def __post_init__(self) -> None:
-        _check_choice("HeadConfig", "kind", self.kind, ("skipca", "linear"))
+        _check_choice("HeadConfig", "kind", self.kind, self.KINDS)
         _check_choice("HeadConfig", "pooling", self.pooling, ("eos", "mean"))
         if self.gpm_dim is not None and (not isinstance(self.gpm_dim, int) or self.gpm_dim < 1):
             raise ConfigError(f"HeadConfig.gpm_dim must be a positive int or None, got {self.gpm_dim!r}")
@@ -148,6 +182,13 @@ class HeadConfig(JsonConfig):
             raise ConfigError(f"HeadConfig.num_heads must be a positive int, got {self.num_heads!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"HeadConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.kind == "skipca" and self.num_heads != 1:
+            raise ConfigError(
+                f"HeadConfig.num_heads={self.num_heads}: 'skipca' is the paper's single-head SkipCA; "
+                "use kind='skipca_mha' for several heads"
+            )
+        if not isinstance(self.norm_eps, int | float) or not self.norm_eps > 0:
+            raise ConfigError(f"HeadConfig.norm_eps must be a positive number, got {self.norm_eps!r}")
 
     @property
     def output_dim(self) -> int:

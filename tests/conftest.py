@@ -41,6 +41,28 @@ def real_data() -> Path:
     return root
 
 
+#: The one setting that locates the paper-oracle fixture (numbers computed by the LLaVA-Reward authors' own
+#: code): LLAVA_REWARD_PAPER_ORACLE, defaulting to ../shared/fixtures/paper-oracle beside the clone.
+PAPER_ORACLE_ENV = "LLAVA_REWARD_PAPER_ORACLE"
+
+
+def paper_oracle_root() -> Path:
+    default = REPO_ROOT.parent / "shared" / "fixtures" / "paper-oracle"
+    return Path(os.environ.get(PAPER_ORACLE_ENV, default)).resolve()
+
+
+@pytest.fixture(scope="session")
+def paper_oracle() -> Path:
+    """The paper-oracle folder; tests using it skip with the reason when it is absent."""
+    root = paper_oracle_root()
+    if not (root / "expected.json").is_file():
+        pytest.skip(
+            f"paper oracle not found at {root}: set {PAPER_ORACLE_ENV} to the folder holding expected.json, "
+            "base/ and checkpoints/ (a fresh clone does not have it)"
+        )
+    return root
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A temporary Prefect API (SQLite) for the whole session: flows run as real flow runs."""

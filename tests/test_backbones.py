@@ -281,14 +281,24 @@ class TestLoading:
         with pytest.raises(BackboneError, match=r"model_type 'bert' is not supported; supported: \['llava'"):
             load_backbone(str(tmp_path))
 
-    def test_remote_code_needs_consent(self, tmp_path) -> None:
+    def test_a_folders_code_never_runs_without_consent(self, tmp_path) -> None:
+        # A phi3_v folder whose auto_map names a module that would leave a marker when imported.
+        marker = tmp_path / "marker.txt"
+        (tmp_path / "configuration_phi3_v.py").write_text(
+            f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import PretrainedConfig\n"
+            "class Phi3VConfig(PretrainedConfig):\n    model_type = 'phi3_v'\n"
+        )
         config = {
             "model_type": "phi3_v",
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
             "auto_map": {"AutoConfig": "configuration_phi3_v.Phi3VConfig"},
         }
         (tmp_path / "config.json").write_text(json.dumps(config))
-        with pytest.raises(BackboneError, match="pass trust_remote_code=True to allow it"):
-            load_backbone(str(tmp_path))
+        with pytest.raises(BackboneError, match=r"loading the phi3_v model failed"):
+            load_backbone(str(tmp_path))  # the native path: reads the files, finds no weights
+        assert not marker.exists()
 
     def test_backbone_config_round_trip_and_validation(self, tmp_path) -> None:
         config = BackboneConfig(

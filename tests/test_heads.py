@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from reward.backbones.features import BackboneOutput
 from reward.config import ConfigError, HeadConfig
-from reward.heads import LinearHead, SkipCAHead, build_head
+from reward.heads import LinearHead, MultiHeadSkipCAHead, SkipCAHead, build_head
 
 HIDDEN = 8
 
@@ -35,7 +35,20 @@ def features(
 def reference_skipca(
     head: SkipCAHead, query: torch.Tensor, e_v: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Single-head SkipCA written out: norm(q + softmax(QK^T / sqrt(d)) V W_o) -> linear."""
+    """The paper's SkipCA written out: RMSNorm(q + softmax(W_q q (W_k v)^T / sqrt(H)) W_v v) -> W_o,
+    no bias anywhere."""
+    q, k, v = query @ head.query.weight.T, e_v @ head.key.weight.T, e_v @ head.value.weight.T
+    scores = (q @ k.transpose(1, 2)) / math.sqrt(HIDDEN)
+    scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+    mixed = query + torch.softmax(scores, dim=-1) @ v
+    normed = mixed / torch.sqrt(mixed.pow(2).mean(-1, keepdim=True) + 1e-5) * head.norm.weight
+    return normed @ head.output.weight.T
+
+
+def reference_mha(
+    head: MultiHeadSkipCAHead, query: torch.Tensor, e_v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Single-head 'skipca_mha' written out: LayerNorm(q + softmax(QK^T / sqrt(d)) V W_o) -> linear."""
     w_q, w_k, w_v = head.attention.in_proj_weight.chunk(3)
     q, k, v = query @ w_q.T, e_v @ w_k.T, e_v @ w_v.T
     scores = (q @ k.transpose(1, 2)) / math.sqrt(HIDDEN)
@@ -45,17 +58,51 @@ def reference_skipca(
     return mixed @ head.output.weight.T + head.output.bias
 
 
+def randomized(head: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Every parameter random (norm scales too), so no term of the arithmetic hides behind an init value."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=generator) * 0.5 + (parameter == 1).float()
+            )
+    return head
+
+
+REFERENCES = {"skipca": reference_skipca, "skipca_mha": reference_mha}
+
+
 class TestSkipCA:
-    def test_matches_the_written_out_computation(self) -> None:
+    @pytest.mark.parametrize("kind", ["skipca", "skipca_mha"])
+    def test_matches_the_written_out_computation(self, kind: str) -> None:
         torch.manual_seed(0)
-        head = SkipCAHead(HIDDEN, HeadConfig(kind="skipca"))
+        head = randomized(build_head(HIDDEN, HeadConfig(kind=kind)))
         feats = features()
-        expected = reference_skipca(head, feats.e_h.unsqueeze(1), feats.e_v, feats.e_v_mask)[:, 0, 0]
+        expected = REFERENCES[kind](head, feats.e_h.unsqueeze(1), feats.e_v, feats.e_v_mask)[:, 0, 0]
         assert torch.allclose(head(feats), expected, atol=1e-6)
 
-    def test_padding_visual_tokens_are_ignored(self) -> None:
+    def test_paper_head_has_the_papers_parameters_only(self) -> None:
+        head = build_head(HIDDEN, HeadConfig(kind="skipca", gpm_dim=1))
+        shapes = {name: tuple(parameter.shape) for name, parameter in head.named_parameters()}
+        assert shapes == {
+            "output.weight": (2, HIDDEN),  # value_head, no bias
+            "query.weight": (HIDDEN, HIDDEN),  # W_q, W_k, W_v: bias-free
+            "key.weight": (HIDDEN, HIDDEN),
+            "value.weight": (HIDDEN, HIDDEN),
+            "norm.weight": (HIDDEN,),  # ca_layernorm: RMSNorm, scale only
+        }
+
+    def test_rms_norm_epsilon_is_the_configured_one(self) -> None:
+        feats = features()
+        tiny = randomized(build_head(HIDDEN, HeadConfig(norm_eps=1e-5)))
+        large = build_head(HIDDEN, HeadConfig(norm_eps=10.0))
+        large.load_state_dict(tiny.state_dict())
+        assert not torch.allclose(tiny(feats), large(feats), atol=1e-4)
+
+    @pytest.mark.parametrize("kind", ["skipca", "skipca_mha"])
+    def test_padding_visual_tokens_are_ignored(self, kind: str) -> None:
         torch.manual_seed(0)
-        head = SkipCAHead(HIDDEN, HeadConfig(kind="skipca", num_heads=2))
+        head = build_head(HIDDEN, HeadConfig(kind=kind, num_heads=2 if kind == "skipca_mha" else 1))
         feats = features()
         clean = head(feats)
         feats.e_v = feats.e_v + 100.0 * (~feats.e_v_mask).unsqueeze(-1)  # garbage in padded slots only
@@ -64,9 +111,10 @@ class TestSkipCA:
         changed = head(feats)
         assert not torch.allclose(changed[0], clean[0]) and torch.allclose(changed[1:], clean[1:], atol=1e-6)
 
-    def test_visual_tokens_change_the_reward(self) -> None:
+    @pytest.mark.parametrize("kind", ["skipca", "skipca_mha"])
+    def test_visual_tokens_change_the_reward(self, kind: str) -> None:
         torch.manual_seed(0)
-        head = SkipCAHead(HIDDEN, HeadConfig(kind="skipca"))
+        head = randomized(build_head(HIDDEN, HeadConfig(kind=kind)))
         feats = features()
         before = head(feats)
         feats.e_v = torch.flip(feats.e_v, dims=[0])
@@ -75,29 +123,39 @@ class TestSkipCA:
 
     def test_rows_without_visual_tokens_are_finite(self) -> None:
         torch.manual_seed(0)
-        head = SkipCAHead(HIDDEN, HeadConfig(kind="skipca"))
+        head = randomized(SkipCAHead(HIDDEN, HeadConfig(kind="skipca")))
         feats = features(visual_counts=(0, 2, 3))
         feats.e_h.requires_grad_(True)
         rewards = head(feats)
-        # No attention term for row 0: reward = linear(LayerNorm(e_h)).
-        alone = F.layer_norm(feats.e_h[0], (HIDDEN,), head.norm.weight, head.norm.bias) @ head.output.weight.T
-        assert torch.allclose(rewards[0], (alone + head.output.bias)[0], atol=1e-6)
+        # No attention term for row 0: reward = value_head(RMSNorm(e_h)).
+        alone = head.norm(feats.e_h[0]) @ head.output.weight.T
+        assert torch.allclose(rewards[0], alone[0], atol=1e-6)
         rewards.sum().backward()
         assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
         assert torch.isfinite(feats.e_h.grad).all()
 
-    def test_mean_pooling_attends_from_every_token(self) -> None:
+    def test_mha_rows_without_visual_tokens_are_finite(self) -> None:
         torch.manual_seed(0)
-        head = SkipCAHead(HIDDEN, HeadConfig(kind="skipca", pooling="mean"))
+        head = MultiHeadSkipCAHead(HIDDEN, HeadConfig(kind="skipca_mha"))
+        feats = features(visual_counts=(0, 2, 3))
+        rewards = head(feats)
+        alone = F.layer_norm(feats.e_h[0], (HIDDEN,), head.norm.weight, head.norm.bias) @ head.output.weight.T
+        assert torch.allclose(rewards[0], (alone + head.output.bias)[0], atol=1e-6)
+
+    @pytest.mark.parametrize("kind", ["skipca", "skipca_mha"])
+    def test_mean_pooling_attends_from_every_token(self, kind: str) -> None:
+        torch.manual_seed(0)
+        head = randomized(build_head(HIDDEN, HeadConfig(kind=kind, pooling="mean")))
         feats = features()
-        per_token = reference_skipca(head, feats.sequence, feats.e_v, feats.e_v_mask)[..., 0]
+        per_token = REFERENCES[kind](head, feats.sequence, feats.e_v, feats.e_v_mask)[..., 0]
         weights = feats.attention_mask.float()
         expected = (per_token * weights).sum(1) / weights.sum(1)
         assert torch.allclose(head(feats), expected, atol=1e-6)
 
-    def test_batch_rows_are_independent(self) -> None:
+    @pytest.mark.parametrize(("kind", "heads"), [("skipca", 1), ("skipca_mha", 4)])
+    def test_batch_rows_are_independent(self, kind: str, heads: int) -> None:
         torch.manual_seed(0)
-        head = SkipCAHead(HIDDEN, HeadConfig(kind="skipca", num_heads=4))
+        head = build_head(HIDDEN, HeadConfig(kind=kind, num_heads=heads))
         feats = features()
         single = BackboneOutput(
             feats.e_h[1:2],
@@ -138,14 +196,15 @@ class TestLinearHead:
 
 
 class TestOutputs:
-    @pytest.mark.parametrize("kind", ["skipca", "linear"])
+    @pytest.mark.parametrize("kind", ["skipca", "skipca_mha", "linear"])
     def test_scalar_and_gpm_shapes(self, kind: str) -> None:
         feats = features()
         assert build_head(HIDDEN, HeadConfig(kind=kind))(feats).shape == (3,)
         assert build_head(HIDDEN, HeadConfig(kind=kind, gpm_dim=3))(feats).shape == (3, 6)
 
     def test_build_head_dispatch_and_initial_scale(self) -> None:
-        assert isinstance(build_head(HIDDEN, HeadConfig(kind="skipca")), SkipCAHead)
+        assert type(build_head(HIDDEN, HeadConfig(kind="skipca"))) is SkipCAHead
+        assert type(build_head(HIDDEN, HeadConfig(kind="skipca_mha"))) is MultiHeadSkipCAHead
         head = build_head(HIDDEN, HeadConfig(kind="linear"))
         assert type(head) is LinearHead and not head.needs_sequence
         assert torch.count_nonzero(head.output.bias) == 0
@@ -165,12 +224,14 @@ class TestOutputs:
         with pytest.raises(ValueError, match="head expects hidden size 16, features have 8"):
             LinearHead(16, HeadConfig(kind="linear"))(features())
         with pytest.raises(ValueError, match="not divisible by num_heads=3"):
-            SkipCAHead(HIDDEN, HeadConfig(num_heads=3))
+            MultiHeadSkipCAHead(HIDDEN, HeadConfig(kind="skipca_mha", num_heads=3))
 
 
 class TestHeadConfig:
     def test_json_round_trip(self, tmp_path) -> None:
-        config = HeadConfig(kind="linear", pooling="mean", gpm_dim=4, num_heads=2, dropout=0.1)
+        config = HeadConfig(
+            kind="skipca_mha", pooling="mean", gpm_dim=4, num_heads=2, dropout=0.1, norm_eps=1e-6
+        )
         assert HeadConfig.from_dict(config.to_dict()) == config
         assert HeadConfig.from_json(config.to_json(tmp_path / "head.json")) == config
         assert config.output_dim == 8 and HeadConfig().output_dim == 1
@@ -178,10 +239,15 @@ class TestHeadConfig:
     @pytest.mark.parametrize(
         ("kwargs", "message"),
         [
-            ({"kind": "mlp"}, r"HeadConfig.kind must be one of \['skipca', 'linear'\], got 'mlp'"),
+            (
+                {"kind": "mlp"},
+                r"HeadConfig.kind must be one of \['skipca', 'skipca_mha', 'linear'\], got 'mlp'",
+            ),
+            ({"num_heads": 2}, "'skipca' is the paper's single-head SkipCA; use kind='skipca_mha'"),
+            ({"norm_eps": 0}, "HeadConfig.norm_eps must be a positive number"),
             ({"pooling": "max"}, r"HeadConfig.pooling must be one of \['eos', 'mean'\]"),
             ({"gpm_dim": 0}, "HeadConfig.gpm_dim must be a positive int or None"),
-            ({"num_heads": 0}, "HeadConfig.num_heads must be a positive int"),
+            ({"kind": "skipca_mha", "num_heads": 0}, "HeadConfig.num_heads must be a positive int"),
             ({"dropout": 1.0}, r"HeadConfig.dropout must be in \[0, 1\)"),
         ],
     )

@@ -126,7 +126,7 @@ class TestRewards:
         assert good.shape == (2, 4) and torch.isfinite(gpm_loss(good, bad))
 
     def test_bt_gives_shift_parameters_no_gradient(self, tiny_dir) -> None:
-        model = RewardModel(load_backbone(tiny_dir), HeadConfig(kind="skipca"), LoraSettings(rank=2))
+        model = RewardModel(load_backbone(tiny_dir), HeadConfig(kind="skipca_mha"), LoraSettings(rank=2))
         good, bad = model.pair_rewards(pictures(4, 1), PROMPTS, pictures(4, 2), PROMPTS)
         bt_loss(good, bad).backward()
         assert model.head.norm.bias.grad.abs().max() < 1e-7 and model.head.output.bias.grad.abs().max() < 1e-7

@@ -1,6 +1,7 @@
-"""Phi-3.5-vision through the real remote-code loading path, on an offline stand-in of its remote code
+"""Phi-3.5-vision through the opt-in remote-code loading path, on an offline stand-in of its remote code
 (tests/phi3v_standin): e_v is the projector's output, e_h the last layer at the last token, LoRA stays in
-the language model, and nothing loads without trust_remote_code."""
+the language model; without trust_remote_code the same folder loads natively (reward.backbones.phi3v) and
+gives the same e_v and e_h."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reward.backbones import Backbone, BackboneError, load_backbone
+from reward.backbones import Backbone, load_backbone
 from reward.checkpoint import RewardModelConfig, load_reward_model, save_reward_model
 from reward.config import BackboneConfig, HeadConfig, LoraSettings
 from reward.losses import bt_loss
@@ -64,12 +65,38 @@ class TestLoading:
         assert type(backbone.processor).__name__ == "Phi3VProcessor"
         # The classes come from the checkpoint folder's copies (remote code), not from tests/.
         assert type(backbone.model).__module__.startswith("transformers_modules.")
-        assert backbone.adapter.name == "phi3_v" and backbone.num_layers == 2 and backbone.hidden_size == 32
+        assert (
+            backbone.adapter.name == "phi3_v_remote"
+            and backbone.num_layers == 2
+            and backbone.hidden_size == 32
+        )
         assert backbone.processor.tokenizer.padding_side == "left" and not backbone.training
 
-    def test_refuses_without_trust_remote_code(self, phi_dir) -> None:
-        with pytest.raises(BackboneError, match="phi3_v.*pass trust_remote_code=True to allow it"):
-            load_backbone(phi_dir)
+    def test_without_trust_remote_code_the_native_classes_load(self, phi_dir) -> None:
+        native = load_backbone(phi_dir)
+        assert type(native.model).__module__ == "reward.backbones.phi3v.modeling"
+        assert native.adapter.name == "phi3_v" and not native.adapter.remote_code
+
+
+class TestNativeMatchesStandIn:
+    """Where both apply (the same folder, weights and inputs) the native model and the stand-in of the
+    remote code give the same visual tokens and text state."""
+
+    def test_same_e_v_and_e_h(self, backbone, phi_dir) -> None:
+        native = load_backbone(phi_dir)
+        inputs = backbone.prepare(images(MIXED, seed=7), PROMPTS)  # the stand-in processor's tensors
+        with torch.no_grad():
+            remote, ours = backbone(inputs), native(inputs)
+        assert torch.equal(ours.e_v_mask, remote.e_v_mask) and ours.e_v_mask.sum(dim=1).tolist() == [
+            27,
+            17,
+            27,
+            27,
+        ]
+        for mine, theirs in ((ours.e_v, remote.e_v), (ours.e_h, remote.e_h)):
+            scale = float(theirs.abs().max())
+            assert scale > 1e-3  # not trivially equal
+            assert float((mine - theirs).abs().max()) <= 1e-5 * scale
 
 
 class TestVisualTokens:

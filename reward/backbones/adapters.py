@@ -46,7 +46,8 @@ class ArchitectureAdapter:
     needs_position_ids: bool = True
     #: The checkpoint's modelling code comes with the checkpoint (``trust_remote_code``).
     remote_code: bool = False
-    #: Which transformers Auto class loads it: "image-text-to-text" or "causal-lm".
+    #: What loads it: transformers' Auto class ("image-text-to-text" or "causal-lm"), or "phi3v-native"
+    #: (:mod:`reward.backbones.phi3v`, the published Phi-3.5-vision folder without its remote code).
     auto_class: str = "image-text-to-text"
     #: A fixed prompt template for this family, used when the user gives none; None: the processor's
     #: chat template (prompt before image) or "{prompt}\n{image}".
@@ -107,8 +108,8 @@ class QwenVLAdapter(ArchitectureAdapter):
 
 @dataclass(frozen=True)
 class Phi3VisionAdapter(ArchitectureAdapter):
-    """Phi-3 / Phi-3.5-vision (remote code). Image tokens carry negative ids; the processor takes one
-    prompt at a time, so a batch is processed row by row and padded here."""
+    """Phi-3 / Phi-3.5-vision (native, or its remote code when asked for). Image tokens carry negative
+    ids; the processor takes one prompt at a time, so a batch is processed row by row and padded here."""
 
     def image_placeholder(self, processor: Any) -> str:
         return "<|image_1|>"
@@ -220,6 +221,7 @@ QWEN_VL = QwenVLAdapter(
     needs_position_ids=False,
 )
 
+#: Phi-3.5-vision loaded natively (reward.backbones.phi3v): the default for model_type "phi3_v".
 PHI3_VISION = Phi3VisionAdapter(
     name="phi3_v",
     model_types=("phi3_v",),
@@ -230,18 +232,25 @@ PHI3_VISION = Phi3VisionAdapter(
     embeddings_capture="module_output",
     embeddings_module_path="model.vision_embed_tokens",
     default_lora_modules=("qkv_proj", "o_proj"),
-    remote_code=True,
-    auto_class="causal-lm",
+    auto_class="phi3v-native",
     default_template="<|user|>\n{prompt}\n{image}<|end|>\n<|assistant|>\n",
 )
+
+#: The same family through the checkpoint's own modelling code (opt-in: ``trust_remote_code=True``).
+PHI3_VISION_REMOTE = replace(PHI3_VISION, name="phi3_v_remote", remote_code=True, auto_class="causal-lm")
 
 ADAPTERS: tuple[ArchitectureAdapter, ...] = (LLAVA, LLAVA_NEXT, QWEN_VL, PHI3_VISION)
 
 
-def adapter_for_model_type(model_type: str | None, *, source: str) -> ArchitectureAdapter:
-    """The adapter for a config ``model_type``; a clear error naming ``source`` when unsupported."""
+def adapter_for_model_type(
+    model_type: str | None, *, source: str, remote_code: bool = False
+) -> ArchitectureAdapter:
+    """The adapter for a config ``model_type``; a clear error naming ``source`` when unsupported.
+    ``remote_code`` picks the checkpoint's own modelling code where the family has both paths."""
     for adapter in ADAPTERS:
         if model_type in adapter.model_types:
+            if remote_code and adapter is PHI3_VISION:
+                return PHI3_VISION_REMOTE
             return adapter
     supported = sorted(t for adapter in ADAPTERS for t in adapter.model_types)
     raise BackboneError(f"{source}: model_type {model_type!r} is not supported; supported: {supported}")

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from reward.backbones.adapters import ArchitectureAdapter, BackboneError
 from reward.backbones.features import BackboneOutput, gather_last_token, gather_visual_tokens
+from reward.backbones.templates import TemplateError, render_profile
 from reward.config import BackboneConfig
 
 FALLBACK_TEMPLATE = "{prompt}\n{image}"
@@ -104,6 +105,13 @@ class Backbone(nn.Module):
         return rendered
 
     def _render(self, prompt: str) -> str:
+        if self.config.template_profile is not None:
+            try:
+                return render_profile(
+                    self.config.template_profile, prompt, self.image_placeholder, self.processor.tokenizer
+                )
+            except TemplateError as error:
+                raise BackboneError(f"{self.config.name_or_path}: {error}") from error
         template = self.config.prompt_template or self.adapter.default_template
         if template is not None:
             return template.format(prompt=prompt, image=self.image_placeholder)

@@ -31,10 +31,20 @@ def read_config_dict(name_or_path: str, revision: str | None = None) -> dict[str
     return config_dict
 
 
-def resolve_adapter(config: BackboneConfig) -> ArchitectureAdapter:
-    """The adapter for the checkpoint; refuses remote code unless ``trust_remote_code`` was asked for."""
-    config_dict = read_config_dict(config.name_or_path, config.revision)
-    adapter = adapter_for_model_type(config_dict.get("model_type"), source=config.name_or_path)
+def resolve_adapter(config: BackboneConfig, config_dict: dict[str, Any] | None = None) -> ArchitectureAdapter:
+    """The adapter for the checkpoint; refuses remote code unless ``trust_remote_code`` was asked for.
+    Phi-3.5-vision loads natively unless ``trust_remote_code`` asks for its shipped code."""
+    if config_dict is None:
+        config_dict = read_config_dict(config.name_or_path, config.revision)
+    model_type = config_dict.get("model_type")
+    adapter = adapter_for_model_type(
+        model_type, source=config.name_or_path, remote_code=config.trust_remote_code
+    )
+    if config.num_crops is not None and model_type != "phi3_v":
+        raise BackboneError(
+            f"{config.name_or_path}: num_crops applies to Phi-3.5-vision (phi3_v) only; "
+            f"this checkpoint is {model_type!r}"
+        )
     if adapter.remote_code and not config.trust_remote_code:
         raise BackboneError(
             f"{config.name_or_path}: model_type {config_dict.get('model_type')!r} runs modelling code "
@@ -48,18 +58,39 @@ def _torch_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def load_backbone_from_config(config: BackboneConfig) -> Backbone:
-    """Load model + processor named by ``config`` and wrap them in a :class:`Backbone` (eval mode)."""
-    adapter = resolve_adapter(config)
+def _load_native_phi3v(config: BackboneConfig, config_dict: dict[str, Any]) -> tuple[Any, Any]:
+    from reward.backbones.phi3v import load_phi3v
+
+    return load_phi3v(
+        config.name_or_path,
+        config_dict,
+        dtype=_torch_dtype(config.dtype),
+        attn_implementation=config.attn_implementation,
+        revision=config.revision,
+        num_crops=config.num_crops,
+    )
+
+
+def _load_with_auto_classes(config: BackboneConfig, adapter: ArchitectureAdapter) -> tuple[Any, Any]:
     common: dict[str, Any] = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
     model_kwargs: dict[str, Any] = {"dtype": _torch_dtype(config.dtype)}
     if config.attn_implementation is not None:
         model_kwargs["attn_implementation"] = config.attn_implementation
+    processor_kwargs = {} if config.num_crops is None else {"num_crops": config.num_crops}
+    model = _AUTO_CLASSES[adapter.auto_class].from_pretrained(config.name_or_path, **common, **model_kwargs)
+    processor = AutoProcessor.from_pretrained(config.name_or_path, **common, **processor_kwargs)
+    return model, processor
+
+
+def load_backbone_from_config(config: BackboneConfig) -> Backbone:
+    """Load model + processor named by ``config`` and wrap them in a :class:`Backbone` (eval mode)."""
+    config_dict = read_config_dict(config.name_or_path, config.revision)
+    adapter = resolve_adapter(config, config_dict)
     try:
-        model = _AUTO_CLASSES[adapter.auto_class].from_pretrained(
-            config.name_or_path, **common, **model_kwargs
-        )
-        processor = AutoProcessor.from_pretrained(config.name_or_path, **common)
+        if adapter.auto_class == "phi3v-native":
+            model, processor = _load_native_phi3v(config, config_dict)
+        else:
+            model, processor = _load_with_auto_classes(config, adapter)
     except (OSError, ValueError) as error:
         raise BackboneError(
             f"{config.name_or_path}: loading the {adapter.name} model failed: {error}"
@@ -80,8 +111,11 @@ def load_backbone(
     padding_side: str = "left",
     attn_implementation: str | None = None,
     revision: str | None = None,
+    template_profile: str | None = None,
+    num_crops: int | None = None,
 ) -> Backbone:
-    """Load a LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL or (with ``trust_remote_code``) Phi-3.5-vision model.
+    """Load a LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL or Phi-3.5-vision model (Phi-3.5-vision natively;
+    with ``trust_remote_code`` through the code its folder ships).
 
     See :class:`reward.config.BackboneConfig` for the meaning of each argument.
     """
@@ -95,5 +129,7 @@ def load_backbone(
             padding_side=padding_side,
             attn_implementation=attn_implementation,
             revision=revision,
+            template_profile=template_profile,
+            num_crops=num_crops,
         )
     )

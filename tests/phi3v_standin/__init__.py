@@ -77,6 +77,15 @@ def build_phi3v_standin(
             "num_attention_heads": 2,
             "layer_idx": -2,
             "type_feature": "patch",
+            # The same tower as a CLIP config, where the native loader (reward.backbones.phi3v) reads it.
+            "vision_config": {
+                "hidden_size": vision_width,
+                "intermediate_size": 2 * vision_width,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": crop_size,
+                "patch_size": patch_size,
+            },
         },
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

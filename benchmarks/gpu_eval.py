@@ -1,12 +1,15 @@
 """Reward-model speed at real backbone sizes with random weights: seconds per evaluation, LoRA step.
 
-Two backbones are built from configs written here (no hub, no download), directly on the device in
-bf16, with random weights:
+Backbones are built from configs written here (no hub, no download), directly on the device in bf16,
+with random weights:
 
-- ``phi35v-sized``: Phi-3.5-vision ships its modelling code with the checkpoint (remote code, not
-  available offline), so a LLaVA with Phi-3.5-vision's sizes stands in for it: a CLIP ViT-L/14-336
-  vision tower (24 layers, width 1024, 577 tokens per 336 px image) and a phi3 language model of 3.8B
-  parameters (hidden 3072, 32 layers, 32 heads, intermediate 8192, vocabulary 32,064);
+- ``phi35v-native`` (default): Phi-3.5-vision as this project loads it natively
+  (:mod:`reward.backbones.phi3v`): CLIP ViT-L/14-336 (24 layers, width 1024, 577 tokens per 336 px view),
+  the HD transform with the LLaVA-Reward loader's 16 crops (a square image: 4 x 4 crops + the global view,
+  2,509 image tokens), the 2-layer MLP projector and a Phi-3 language model of 3.8B parameters (hidden 3072,
+  32 layers, 32 heads, intermediate 8192, vocabulary 32,064; default RoPE, which costs the same as the
+  published long-context RoPE at these lengths) with the paper's SkipCA head;
+- ``phi35v`` (on request): the earlier stand-in, a LLaVA with Phi-3.5-vision's sizes and one 336 px view;
 - ``qwen2.5-vl-3b-sized``: Qwen2.5-VL-3B's sizes (vision: 32 layers, width 1280, window attention,
   patch 14, 2x2 merge; language: hidden 2048, 36 layers, 16 heads / 2 KV heads, intermediate 11,008,
   vocabulary 151,936); a 448 px image gives 256 visual tokens.
@@ -60,7 +63,10 @@ from transformers import (
 
 from benchmarks.common import library_versions, write_json
 from reward.backbones import Backbone
-from reward.backbones.adapters import LLAVA, QWEN_VL, ArchitectureAdapter
+from reward.backbones.adapters import LLAVA, PHI3_VISION, QWEN_VL, ArchitectureAdapter
+from reward.backbones.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VImageProcessor, Phi3VProcessor
+from reward.backbones.phi3v.config import CLIP_VIT_L_14_336
+from reward.backbones.templates import PAPER_NUM_CROPS
 from reward.config import BackboneConfig, HeadConfig, LoraSettings
 from reward.losses import bt_loss
 from reward.model import RewardModel
@@ -71,6 +77,9 @@ logger = logging.getLogger("benchmarks.gpu_eval")
 #: The paper's figure (A6000 / A100) and the target of this benchmark on an H100 with batching.
 PAPER_SECONDS_PER_EVAL = 0.35
 TARGET_SECONDS_PER_EVAL = 0.035
+
+#: Phi-3's chat tokens, for the tokenizer of the native Phi-3.5-vision build.
+PHI3_CHAT_TOKENS = ("<|user|>", "<|end|>", "<|assistant|>", "<|endoftext|>")
 
 PROMPT_WORDS = "a photo of two red circles to the left of a blue square on a plain background".split()
 
@@ -86,6 +95,7 @@ class BackboneSize:
     vision: dict[str, Any]
     text: dict[str, Any]
     lora_modules: tuple[str, ...]
+    num_crops: int | None = None  # Phi-3.5-vision's HD crops
 
 
 def phi35_vision_sized(tiny: bool = False) -> BackboneSize:
@@ -116,6 +126,32 @@ def phi35_vision_sized(tiny: bool = False) -> BackboneSize:
         "vocab_size": 32064,
     }
     return BackboneSize("phi35v-sized", "llava", 336, 14, vision, text, ("qkv_proj", "o_proj"))
+
+
+def phi35_vision_native(tiny: bool = False) -> BackboneSize:
+    """Phi-3.5-vision as loaded natively: CLIP ViT-L/14-336, 16 HD crops, a 3.8B Phi-3 language model."""
+    lora = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # the LLaVA-Reward adapter's targets
+    if tiny:
+        vision = {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        }
+        text = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+        return BackboneSize(
+            "phi35v-native-tiny", "phi3_v", 56, 14, vision, {**text, "vocab_size": 512}, lora, num_crops=4
+        )
+    vision = {k: v for k, v in CLIP_VIT_L_14_336.items() if k not in ("image_size", "patch_size")}
+    text = {
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 32064,
+    }
+    return BackboneSize("phi35v-native", "phi3_v", 336, 14, vision, text, lora, num_crops=PAPER_NUM_CROPS)
 
 
 def qwen25_vl_3b_sized(tiny: bool = False) -> BackboneSize:
@@ -242,9 +278,36 @@ def _qwen(size: BackboneSize) -> tuple[Any, Any, ArchitectureAdapter]:
     return Qwen2_5_VLForConditionalGeneration(config), processor, QWEN_VL
 
 
+def _phi3v(size: BackboneSize) -> tuple[Any, Any, ArchitectureAdapter]:
+    tokenizer = build_tokenizer(PHI3_CHAT_TOKENS, named_tokens={"image_token": Phi3VProcessor.image_token})
+    tokens_per_view = (size.image_size // size.patch_size // 2) ** 2
+    config = Phi3VConfig(
+        **size.text,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        img_processor={
+            "image_dim_out": size.vision["hidden_size"],
+            "num_img_tokens": tokens_per_view,
+            "vision_config": {**size.vision, "image_size": size.image_size, "patch_size": size.patch_size},
+        },
+        embd_layer={
+            "hd_transform_order": "sub_glb",
+            "use_hd_transform": True,
+            "with_learnable_separator": True,
+        },
+    )
+    image_processor = Phi3VImageProcessor(
+        size.num_crops or 4, crop_size=size.image_size, tokens_per_view=tokens_per_view
+    )
+    return Phi3VForCausalLM(config), Phi3VProcessor(image_processor, tokenizer), PHI3_VISION
+
+
 _BUILDERS: dict[str, Callable[[BackboneSize], tuple[Any, Any, ArchitectureAdapter]]] = {
     "llava": _llava,
     "qwen2_5_vl": _qwen,
+    "phi3_v": _phi3v,
 }
 
 
@@ -560,7 +623,7 @@ def dry_run(dtype: torch.dtype) -> dict[str, dict[str, int]]:
     """Build both full-size backbones on the ``meta`` device (no memory, no weights) and count their
     parameters: checks the configs without a GPU."""
     counts = {}
-    for factory in (phi35_vision_sized, qwen25_vl_3b_sized):
+    for factory in (phi35_vision_native, phi35_vision_sized, qwen25_vl_3b_sized):
         size = factory()
         backbone = build_backbone(size, torch.device("meta"), dtype)
         counts[size.name] = {
@@ -592,7 +655,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="bfloat16 (default on GPU) or float32 (default on CPU)")
-    parser.add_argument("--backbones", default="phi35v,qwen25vl", help="comma-separated: phi35v, qwen25vl")
+    parser.add_argument(
+        "--backbones",
+        default="phi35v-native,qwen25vl",
+        help="comma-separated: phi35v-native, qwen25vl, phi35v (the LLaVA-sized stand-in)",
+    )
     parser.add_argument("--batch-sizes", default=None, help="default 1,4,16,32,64 (tiny: 1,4)")
     parser.add_argument(
         "--train-pairs", type=int, default=None, help="pairs per LoRA step (default 4; tiny 2)"
@@ -622,7 +689,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     batch_sizes = [int(b) for b in (args.batch_sizes or ("1,4" if args.tiny else "1,4,16,32,64")).split(",")]
     train_pairs = args.train_pairs if args.train_pairs is not None else (2 if args.tiny else 4)
-    sizes = {"phi35v": phi35_vision_sized, "qwen25vl": qwen25_vl_3b_sized}
+    sizes = {
+        "phi35v-native": phi35_vision_native,
+        "phi35v": phi35_vision_sized,
+        "qwen25vl": qwen25_vl_3b_sized,
+    }
     names = args.backbones.split(",")
     unknown = sorted(set(names) - set(sizes))
     if unknown:
@@ -678,4 +749,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(0 if main()["complete"] else 1)
+    raise SystemExit(0 if main().get("complete", True) else 1)

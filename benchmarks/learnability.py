@@ -348,7 +348,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchmarkConfig:
     parser.add_argument("--max-steps", type=int, default=None, help="step limit per run")
     parser.add_argument("--prompts", type=int, default=None, help="demo corpus prompts")
     parser.add_argument("--perspectives", nargs="+", choices=PERSPECTIVES, default=list(PERSPECTIVES))
-    parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS))
+    parser.add_argument("--heads", nargs="+", choices=HeadConfig.KINDS, default=list(HEADS))
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--lora-rank", type=int, default=defaults.lora_rank)

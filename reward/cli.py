@@ -25,9 +25,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from reward.backbones.templates import PAPER_NUM_CROPS
 from reward.checkpoint import CheckpointError
 from reward.config import ConfigError
-from reward.import_checkpoint import PAPER_NUM_CROPS
 
 PROGRAM = "llava-reward"
 

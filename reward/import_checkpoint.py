@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 
 from reward.backbones import load_backbone_from_config
 from reward.backbones.loading import read_config_dict
-from reward.backbones.templates import LLAVA_REWARD_PHI3V
+from reward.backbones.templates import LLAVA_REWARD_PHI3V, PAPER_NUM_CROPS
 from reward.checkpoint import (
     CheckpointError,
     RewardModelConfig,
@@ -49,8 +49,6 @@ from reward.checkpoint import (
 from reward.config import BackboneConfig, ConfigError, HeadConfig, LoraSettings, LossConfig
 from reward.model import RewardModel
 
-#: HD crops the paper's loader asks the processor for, whatever preprocessor_config.json says.
-PAPER_NUM_CROPS = 16
 REWARD_CONFIG = "reward_config.yaml"
 HEAD_FILE = "pytorch_model.bin"
 LORA_DIR = "lora"

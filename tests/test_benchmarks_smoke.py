@@ -228,7 +228,7 @@ def test_gpu_eval_tiny_runs_on_cpu(tmp_path: Path) -> None:
     report = tmp_path / "gpu_eval.json"
     result = gpu_eval.main([*GPU_TINY, "--out", str(report)])
     assert [backbone["name"] for backbone in result["backbones"]] == [
-        "phi35v-sized-tiny",
+        "phi35v-native-tiny",
         "qwen2.5-vl-3b-sized-tiny",
     ]
     for backbone in result["backbones"]:
@@ -298,6 +298,10 @@ def test_gpu_eval_full_size_configs_have_the_published_parameter_counts() -> Non
     # Phi-3.5-vision: 4.15B (CLIP ViT-L/14-336 0.30B + Phi-3.5-mini 3.82B); Qwen2.5-VL-3B: 3.75B.
     assert counts["phi35v-sized"]["total"] == pytest.approx(4.15e9, rel=0.01)
     assert counts["phi35v-sized"]["vision_tower"] == pytest.approx(0.304e9, rel=0.01)
+    # The native build: the same 4.15B with the published image embedding (projector 4096 -> 3072 -> 3072).
+    assert counts["phi35v-native"]["total"] == pytest.approx(4.15e9, rel=0.01)
+    assert counts["phi35v-native"]["vision_tower"] == pytest.approx(0.304e9, rel=0.01)
+    assert counts["phi35v-native"]["projector"] == 4096 * 3072 + 3072 + 3072 * 3072 + 3072
     assert counts["qwen2.5-vl-3b-sized"]["total"] == pytest.approx(3.75e9, rel=0.01)
 
 

@@ -15,6 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 LLAVA_REWARD_PHI3V = "llava-reward-phi3v"
+#: HD crops the LLaVA-Reward loader asks Phi-3.5-vision's processor for, whatever preprocessor_config.json
+#: says (it passes num_crops=16 to the processor).
+PAPER_NUM_CROPS = 16
 #: What the paper's slice removes from the end of the rendered chat (22 characters).
 _PHI3_GENERATION_SUFFIX = "<|end|>\n<|assistant|>\n"
 
@@ -49,4 +52,4 @@ def render_profile(profile: str, prompt: str, image: str, tokenizer: Any) -> str
     return renderer(prompt, image, tokenizer)
 
 
-__all__ = ["LLAVA_REWARD_PHI3V", "PROFILES", "TemplateError", "render_profile"]
+__all__ = ["LLAVA_REWARD_PHI3V", "PAPER_NUM_CROPS", "PROFILES", "TemplateError", "render_profile"]

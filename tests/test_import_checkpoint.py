@@ -223,3 +223,53 @@ class TestTrainingOnTheNativeBase:
             first = model.score([image.convert("RGB")], [cases[0]["caption"]])
             again, _ = load_reward_model(tmp_path / "model")
             assert torch.equal(again.score([image.convert("RGB")], [cases[0]["caption"]]), first)
+
+
+class TestImportedModelsInThePipeline:
+    """An imported folder goes through the evaluation harness and the registry like a trained one."""
+
+    def test_evaluation_and_registry_read_an_imported_model(self, paper_oracle: Path, tmp_path: Path) -> None:
+        from reward.evaluation import PAIRS, reward_model_scorers, score_table
+        from reward.registry import ModelRegistry
+        from reward.scoring import RewardScorer
+
+        expected = json.loads((paper_oracle / "expected.json").read_text())
+        cases = expected["cases"]
+        kind = next(
+            name
+            for name, record in expected["checkpoints"].items()
+            if not record["reward_config"]["is_general_preference"]  # the Bradley-Terry checkpoint
+        )
+        folder = import_checkpoint(
+            paper_oracle / expected["checkpoints"][kind]["path"],
+            paper_oracle / "base",
+            tmp_path / "model",
+            perspective="alignment",
+            num_crops=None,
+        )
+        want = [value[0][0] for value in expected["checkpoints"][kind]["rewards"]["config_num_crops"]]
+        table = pl.DataFrame(
+            {
+                "caption": [cases[0]["caption"], cases[2]["caption"]],
+                "image0_uri": [str(paper_oracle / cases[0]["image"]), str(paper_oracle / cases[2]["image"])],
+                "image1_uri": [str(paper_oracle / cases[1]["image"]), str(paper_oracle / cases[3]["image"])],
+                "label": [0, 0],
+            }
+        )
+        (scorer,), skipped = reward_model_scorers({"LLaVA-Reward": folder}, device="cpu", dtype="float32")
+        assert skipped == {}
+        scored = score_table(scorer, table, PAIRS).scored
+        # The benchmark pairs caption 0 with images 0 and 1: image 1 is scored with caption 0 here, so only
+        # the (image, own caption) scores are comparable with the oracle.
+        assert scored["score0"].to_list() == pytest.approx([want[0], want[2]], rel=1e-4)
+
+        registry = ModelRegistry(tmp_path / "registry")
+        registry.register("alignment", "imported", folder)
+        registry.promote(
+            "alignment", "imported", run_id="manual", benchmark="-", metric="-", value=None, reason="import"
+        )
+        champion = RewardScorer.from_pretrained(
+            registry.perspective_dir("alignment"), device="cpu", dtype="float32"
+        )
+        score = champion.score(str(paper_oracle / cases[0]["image"]), cases[0]["caption"])
+        assert float(score[0]) == pytest.approx(want[0], rel=1e-4)

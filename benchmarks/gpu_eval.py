@@ -98,60 +98,46 @@ class BackboneSize:
     num_crops: int | None = None  # Phi-3.5-vision's HD crops
 
 
+#: Tiny stand-ins of the Phi-3.5-vision sizes (smoke runs on a CPU).
+_PHI_TINY_VISION = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
+_PHI_TINY_TEXT = {**_PHI_TINY_VISION, "vocab_size": 512}
+#: Phi-3.5-mini, the language model of Phi-3.5-vision.
+_PHI35_MINI = {
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32064,
+}
+#: CLIP ViT-L/14-336 without its image geometry (BackboneSize carries that).
+_CLIP_L = {k: v for k, v in CLIP_VIT_L_14_336.items() if k not in ("image_size", "patch_size")}
+
+
 def phi35_vision_sized(tiny: bool = False) -> BackboneSize:
     """LLaVA with Phi-3.5-vision's sizes (CLIP ViT-L/14-336 + a 3.8B phi3 language model)."""
+    lora = ("qkv_proj", "o_proj")
     if tiny:
-        vision = {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        }
-        text = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
-        return BackboneSize(
-            "phi35v-sized-tiny", "llava", 56, 14, vision, {**text, "vocab_size": 512}, ("qkv_proj", "o_proj")
-        )
-    vision = {
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-    }
-    text = {
-        "hidden_size": 3072,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 32064,
-    }
-    return BackboneSize("phi35v-sized", "llava", 336, 14, vision, text, ("qkv_proj", "o_proj"))
+        return BackboneSize("phi35v-sized-tiny", "llava", 56, 14, _PHI_TINY_VISION, _PHI_TINY_TEXT, lora)
+    vision = {key: _CLIP_L[key] for key in _PHI_TINY_VISION}  # LLaVA's CLIP: the sizes only
+    return BackboneSize("phi35v-sized", "llava", 336, 14, vision, _PHI35_MINI, lora)
 
 
 def phi35_vision_native(tiny: bool = False) -> BackboneSize:
     """Phi-3.5-vision as loaded natively: CLIP ViT-L/14-336, 16 HD crops, a 3.8B Phi-3 language model."""
     lora = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # the LLaVA-Reward adapter's targets
     if tiny:
-        vision = {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        }
-        text = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
         return BackboneSize(
-            "phi35v-native-tiny", "phi3_v", 56, 14, vision, {**text, "vocab_size": 512}, lora, num_crops=4
+            "phi35v-native-tiny", "phi3_v", 56, 14, _PHI_TINY_VISION, _PHI_TINY_TEXT, lora, num_crops=4
         )
-    vision = {k: v for k, v in CLIP_VIT_L_14_336.items() if k not in ("image_size", "patch_size")}
-    text = {
-        "hidden_size": 3072,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 32064,
-    }
-    return BackboneSize("phi35v-native", "phi3_v", 336, 14, vision, text, lora, num_crops=PAPER_NUM_CROPS)
+    return BackboneSize(
+        "phi35v-native", "phi3_v", 336, 14, _CLIP_L, _PHI35_MINI, lora, num_crops=PAPER_NUM_CROPS
+    )
 
 
 def qwen25_vl_3b_sized(tiny: bool = False) -> BackboneSize:

@@ -77,6 +77,11 @@ def imported(paper_oracle: Path, expected, tmp_path_factory) -> dict[tuple[str, 
     return folders
 
 
+def float32_command(command: str, model: Path) -> list[str]:
+    """``llava-reward COMMAND --model MODEL`` on the CPU in float32, as the paper's numbers were computed."""
+    return [command, "--model", str(model), "--device", "cpu", "--dtype", "float32"]
+
+
 def expected_rewards(expected: dict[str, Any], kind: str, setting: str) -> np.ndarray:
     """(cases, value_head_dim) rewards of the paper's code."""
     return np.array(
@@ -170,15 +175,7 @@ class TestCommandLine:
         for kind in kinds(expected):
             want = expected_rewards(expected, kind, setting)
             for case in expected["cases"]:
-                argv = [
-                    "score",
-                    "--model",
-                    str(imported[kind, setting]),
-                    "--device",
-                    "cpu",
-                    "--dtype",
-                    "float32",
-                ]
+                argv = float32_command("score", imported[kind, setting])
                 (record,) = run_cli([*argv, "--prompt", case["caption"], str(paper_oracle / case["image"])])
                 got = record["embedding"] if "embedding" in record else [record["score"]]
                 assert ("embedding" in record) == (want.shape[1] > 1)
@@ -192,15 +189,7 @@ class TestCommandLine:
         for kind in kinds(expected):
             for pair in expected["checkpoints"][kind]["preferences"][setting]:
                 chosen, rejected = cases[pair["chosen_case"]], cases[pair["rejected_case"]]
-                argv = [
-                    "compare",
-                    "--model",
-                    str(imported[kind, setting]),
-                    "--device",
-                    "cpu",
-                    "--dtype",
-                    "float32",
-                ]
+                argv = float32_command("compare", imported[kind, setting])
                 argv += ["--prompt", chosen["caption"], "--prompt-b", rejected["caption"]]
                 (record,) = run_cli(
                     [*argv, str(paper_oracle / chosen["image"]), str(paper_oracle / rejected["image"])]

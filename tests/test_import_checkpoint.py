@@ -273,3 +273,17 @@ class TestImportedModelsInThePipeline:
         )
         score = champion.score(str(paper_oracle / cases[0]["image"]), cases[0]["caption"])
         assert float(score[0]) == pytest.approx(want[0], rel=1e-4)
+
+
+class TestCaptions:
+    def test_a_caption_with_an_image_tag_is_refused_by_row(self, paper_oracle: Path) -> None:
+        from reward.backbones import BackboneError, load_backbone
+
+        backbone = load_backbone(str(paper_oracle / "base"), num_crops=1)
+        image = Image.new("RGB", (40, 30), (10, 200, 30))
+        with pytest.raises(BackboneError, match=r"prompts\[1\] contains the image token '<\|image_1\|>'"):
+            backbone.prepare([image, image], ["a cat", "a <|image_1|> dog"])
+        with pytest.raises(
+            BackboneError, match=r"row 0: the text's image tags .*'<\|image_2\|>'.* do not name images 1..1"
+        ):
+            backbone.prepare([image], ["a <|image_2|> dog"])

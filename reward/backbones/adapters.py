@@ -138,9 +138,12 @@ class Phi3VisionAdapter(ArchitectureAdapter):
         ]
 
     def prepare(self, processor: Any, images: Sequence[Any], texts: Sequence[str]) -> Mapping[str, Tensor]:
-        rows = [
-            processor(text, [image], return_tensors="pt") for image, text in zip(images, texts, strict=True)
-        ]
+        rows = []
+        for index, (image, text) in enumerate(zip(images, texts, strict=True)):
+            try:
+                rows.append(processor(text, [image], return_tensors="pt"))
+            except ValueError as error:  # e.g. an image tag in the caption
+                raise BackboneError(f"row {index}: {error}") from error
         tokenizer = processor.tokenizer
         return collate_rows(rows, pad_token_id=_pad_id(tokenizer), padding_side=tokenizer.padding_side)
 

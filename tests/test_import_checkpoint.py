@@ -1,7 +1,8 @@
 """Importing published LLaVA-Reward checkpoints: bad folders fail with every problem named, pickles never
 run, and the native Phi-3.5-vision base trains with LoRA like the other backbones.
 
-Built on copies of the paper-oracle fixture (skipped with the reason when it is absent)."""
+Built on copies of the paper-oracle fixture (skipped with the reason when it is absent); sizes and names
+come from the fixture's files, so another fixture set of the same kind runs through the same tests."""
 
 from __future__ import annotations
 
@@ -32,15 +33,35 @@ class Payload:
         return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
 
 
+def expected_of(oracle: Path) -> dict:
+    return json.loads((oracle / "expected.json").read_text())
+
+
+def bradley_terry_checkpoint(oracle: Path) -> Path:
+    """The fixture's Bradley-Terry checkpoint folder."""
+    checkpoints = expected_of(oracle)["checkpoints"]
+    name = next(
+        key for key, value in checkpoints.items() if not value["reward_config"]["is_general_preference"]
+    )
+    return oracle / checkpoints[name]["path"]
+
+
 @pytest.fixture()
 def checkpoint(paper_oracle: Path, tmp_path: Path) -> Path:
     """A writable copy of the fixture's Bradley-Terry checkpoint."""
-    return Path(shutil.copytree(paper_oracle / "checkpoints" / "bt-skipca", tmp_path / "bt-skipca"))
+    source = bradley_terry_checkpoint(paper_oracle)
+    return Path(shutil.copytree(source, tmp_path / source.name))
 
 
 @pytest.fixture()
 def base(paper_oracle: Path) -> Path:
     return paper_oracle / "base"
+
+
+@pytest.fixture()
+def hidden(base: Path) -> int:
+    """The base language model's width."""
+    return int(json.loads((base / "config.json").read_text())["hidden_size"])
 
 
 def head_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -81,21 +102,24 @@ class TestBadInput:
         ):
             import_checkpoint(checkpoint, base, tmp_path / "out")
 
-    def test_a_head_that_does_not_fit_the_base_is_named(self, checkpoint, base, tmp_path) -> None:
+    def test_a_head_that_does_not_fit_the_base_is_named(self, checkpoint, base, hidden, tmp_path) -> None:
         state = head_tensors(checkpoint)
-        state["W_q.weight"] = torch.zeros(32, 32)
-        state["value_head.weight"] = torch.zeros(1, 48)
+        wrong = hidden // 2
+        state["W_q.weight"] = torch.zeros(wrong, wrong)
+        state["value_head.weight"] = torch.zeros(1, wrong + 1)
         torch.save(state, checkpoint / "pytorch_model.bin")
         with pytest.raises(CheckpointImportError) as raised:
             import_checkpoint(checkpoint, base, tmp_path / "out")
         message = str(raised.value)
-        assert "W_q.weight has shape [32, 32], the base model needs [64, 64]" in message
-        assert "value_head.weight has shape [1, 48], the base model needs [1, 64]" in message
+        assert (
+            f"W_q.weight has shape [{wrong}, {wrong}], the base model needs [{hidden}, {hidden}]" in message
+        )
+        assert f"value_head.weight has shape [1, {wrong + 1}], the base model needs [1, {hidden}]" in message
 
     def test_missing_and_unexpected_head_tensors_are_named(self, checkpoint, base, tmp_path) -> None:
         state = head_tensors(checkpoint)
         del state["W_k.weight"]
-        state["score.weight"] = torch.zeros(1, 64)
+        state["score.weight"] = torch.zeros(1, 8)
         torch.save(state, checkpoint / "pytorch_model.bin")
         with pytest.raises(CheckpointImportError) as raised:
             import_checkpoint(checkpoint, base, tmp_path / "out")
@@ -109,7 +133,7 @@ class TestBadInput:
         config_path.write_text(json.dumps(config))
         weights = torch.load(checkpoint / "lora" / "adapter_model.bin", weights_only=True)
         tower = "model.vision_embed_tokens.img_processor.vision_model.encoder.layers.0.self_attn.q_proj"
-        weights[f"{tower}.lora_A.weight"] = torch.zeros(8, 1024)
+        weights[f"{tower}.lora_A.weight"] = torch.zeros(config["r"], 16)
         torch.save(weights, checkpoint / "lora" / "adapter_model.bin")
         with pytest.raises(CheckpointImportError) as raised:
             import_checkpoint(checkpoint, base, tmp_path / "out")
@@ -117,9 +141,10 @@ class TestBadInput:
         assert "LoRA adapter for other modules ['fc1', 'q_proj']" in message
         assert f"{tower}.lora_A.weight" in message
 
-    def test_a_lora_adapter_for_a_deeper_model_is_refused(self, checkpoint, base, tmp_path) -> None:
+    def test_a_lora_adapter_for_a_deeper_model_is_refused(self, checkpoint, base, hidden, tmp_path) -> None:
         weights = torch.load(checkpoint / "lora" / "adapter_model.bin", weights_only=True)
-        weights["model.layers.7.self_attn.qkv_proj.lora_A.weight"] = torch.zeros(8, 64)
+        depth = int(json.loads((base / "config.json").read_text())["num_hidden_layers"])
+        weights[f"model.layers.{depth}.self_attn.qkv_proj.lora_A.weight"] = torch.zeros(8, hidden)
         torch.save(weights, checkpoint / "lora" / "adapter_model.bin")
         with pytest.raises(
             CheckpointImportError, match=r"does not fit the base model's layers: 0 missing .*1 unexpected"
@@ -141,11 +166,12 @@ class TestBadInput:
         assert "general_preference_tau must be > 0, got -1" in str(raised.value)
         assert "a Bradley-Terry head needs value_head_dim 1, got 2" in str(raised.value)
 
-    def test_a_base_of_another_shape_is_named(self, checkpoint, base, tmp_path) -> None:
+    def test_a_base_of_another_shape_is_named(self, checkpoint, base, hidden, tmp_path) -> None:
         config = json.loads((checkpoint / "config.json").read_text())
         (checkpoint / "config.json").write_text(json.dumps({**config, "hidden_size": 3072}))
         with pytest.raises(
-            CheckpointImportError, match=r"trained on a base with hidden_size=3072, the given base has 64"
+            CheckpointImportError,
+            match=rf"trained on a base with hidden_size=3072, the given base has {hidden}",
         ):
             import_checkpoint(checkpoint, base, tmp_path / "out")
 
@@ -186,8 +212,7 @@ class TestTrainingOnTheNativeBase:
     def test_lora_training_completes_and_round_trips(self, paper_oracle: Path, tmp_path: Path) -> None:
         from reward.training import TrainingConfig, TrainingJob, train_reward_model
 
-        expected = json.loads((paper_oracle / "expected.json").read_text())
-        cases = expected["cases"]
+        cases = expected_of(paper_oracle)["cases"]
         images = [str(paper_oracle / case["image"]) for case in cases]
         pairs = pl.DataFrame(
             {

@@ -1,0 +1,41 @@
+"""benchmarks.steering --smoke: every method runs on the same prompts and seeds and is cross-judged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import steering
+
+
+def test_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "steering.json"
+    result = steering.main(["--smoke", "--out", str(out)])
+    table = {entry["method"]: entry for entry in result["table"]}
+    assert list(table) == [
+        "none",
+        "best-of-2 clipscore",
+        "fk-2 clipscore max λ=10",
+        "fk-2 clipscore diff λ=10",
+        "best-of-2 oracle",
+        "fk-2 oracle max λ=10",
+        "fk-2 oracle diff λ=10",
+    ]
+    # Equal model evaluations for best-of-N and FK; plain sampling uses one particle.
+    assert (
+        table["none"]["nfe"] * 2 == table["best-of-2 oracle"]["nfe"] == table["fk-2 oracle max λ=10"]["nfe"]
+    )
+    assert table["none"]["reward_share"] == 0.0
+    for entry in table.values():
+        assert entry["oracle"]["n"] == entry["clipscore"]["n"] == 2
+        assert 0.0 <= entry["reward_share"] <= 1.0
+    # The oracle's best-of-2 picks the chosen image by the oracle itself: it cannot score below plain
+    # sampling's first particle, which is particle 0 of best-of-2 on the same seed.
+    scores = result["scores"]
+    for plain, best in zip(scores["none"]["oracle"], scores["best-of-2 oracle"]["oracle"], strict=True):
+        assert best >= plain - 1e-9
+    assert json.loads(out.read_text())["settings"]["prompts"] == 2
+    with pytest.raises(SystemExit):
+        steering.main([])

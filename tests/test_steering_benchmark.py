@@ -39,3 +39,15 @@ def test_smoke(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["settings"]["prompts"] == 2
     with pytest.raises(SystemExit):
         steering.main([])
+
+
+def test_gpu_steering_tiny_on_cpu() -> None:
+    from benchmarks import gpu_steering
+
+    report = gpu_steering.main(
+        ["--tiny", "--device", "cpu", "--steps", "2", "--repeats", "1", "--resample-frequency", "1"]
+    )
+    methods = report["methods"]
+    assert list(methods) == ["none", "best-of-4", "fk-4 max λ=60"]
+    assert methods["fk-4 max λ=60"]["nfe"] == methods["best-of-4"]["nfe"] == 4 * methods["none"]["nfe"] == 16
+    assert 0 < methods["fk-4 max λ=60"]["reward_share"] < 1 and methods["none"]["reward_share"] == 0

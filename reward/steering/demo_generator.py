@@ -105,6 +105,9 @@ class DemoGeneratorConfig:
     condition_dropout: float = field(default=0.1, metadata=_help("Share of contexts replaced by null."))
     train_timesteps: int = field(default=1000, metadata=_help("DDPM training timesteps."))
     seed: int = field(default=0, metadata=_help("Weights, scenes and noise derive from it."))
+    init_from: str | None = field(
+        default=None, metadata=_help("A saved generator folder to continue training from (same sizes).")
+    )
 
     def __post_init__(self) -> None:
         if self.image_size % 2 ** (len(self.block_out_channels) - 1):
@@ -160,6 +163,10 @@ def train_demo_generator(config: DemoGeneratorConfig, out_dir: str | Path) -> di
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     unet, encoder = build_unet(config), FactEncoder(config.context_dim)
+    if config.init_from is not None:
+        start = Path(config.init_from)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(start / "unet").state_dict())
+        encoder.load_state_dict(load_file(start / "encoder.safetensors"))
     scheduler = DDPMScheduler(num_train_timesteps=config.train_timesteps, beta_schedule="squaredcos_cap_v2")
     optimizer = torch.optim.AdamW([*unet.parameters(), *encoder.parameters()], lr=config.learning_rate)
     generator = torch.Generator().manual_seed(config.seed)

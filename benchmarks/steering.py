@@ -43,6 +43,8 @@ class Settings:
     lambdas: tuple[float, ...] = (10.0, 50.0)
     rewards: tuple[str, ...] = ("alignment", "clipscore", "oracle")
     judges: tuple[str, ...] = ("alignment", "clipscore", "oracle")
+    #: Rewards that get the whole potential × λ grid; the others FK with the first potential and λ only.
+    sweep_rewards: tuple[str, ...] = ("alignment",)
     guidance_scale: float = 1.0
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,8 +69,9 @@ def method_configs(settings: Settings) -> list[tuple[str, str | None, SteeringCo
                 SteeringConfig(method="best_of_n", num_particles=k, **shared),
             )
         )
-        for potential in settings.potentials:
-            for lmbda in settings.lambdas:
+        swept = reward_name in settings.sweep_rewards
+        for potential in settings.potentials if swept else settings.potentials[:1]:
+            for lmbda in settings.lambdas if swept else settings.lambdas[:1]:
                 config = SteeringConfig(
                     method="fk", num_particles=k, potential=potential, lmbda=lmbda, **shared
                 )
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(Settings.lambdas))
     parser.add_argument("--potentials", nargs="+", default=list(Settings.potentials))
     parser.add_argument("--rewards", nargs="+", default=None)
+    parser.add_argument("--sweep-rewards", nargs="+", default=list(Settings.sweep_rewards))
     parser.add_argument("--guidance-scale", type=float, default=Settings.guidance_scale)
     parser.add_argument("--threads", type=int, default=Settings.threads)
     parser.add_argument("--smoke", action="store_true", help="tiny random generator, 2 prompts (tests)")
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rewards = tuple(args.rewards) if args.rewards else default_rewards
     if args.smoke:
         settings = Settings(
+            sweep_rewards=("clipscore", "oracle"),
             prompts=2,
             num_particles=2,
             steps=2,
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             judges=default_rewards,
             guidance_scale=args.guidance_scale,
             threads=args.threads,
+            sweep_rewards=tuple(args.sweep_rewards),
         )
         generator = args.generator
     result = run(settings, generator, models)

@@ -91,6 +91,8 @@ def steer_generation(
     resample_frequency: int = 5,
     adaptive: bool = True,
     guidance_scale: float = 1.0,
+    clip_model: str = "demo-tiny-clip",
+    clip_pretrained: str | None = None,
     generator: str = "demo",
     generator_steps: int = 300,
     generator_minutes: float = 10.0,
@@ -156,6 +158,7 @@ def steer_generation(
         seeds=unmapped(seeds),
         reward_models=unmapped(models),
         sampler=unmapped(sampler),
+        clip=unmapped((clip_model, clip_pretrained)),
         device=unmapped(device),
         root=unmapped(artifacts_dir),
     )

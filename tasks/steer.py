@@ -198,6 +198,7 @@ def steer_generate(
     seeds: list[int],
     reward_models: dict[str, str] | None = None,
     sampler: dict[str, Any] | None = None,
+    clip: tuple[str, str | None] = ("demo-tiny-clip", None),
     device: str = "cpu",
     root: str | None = None,
 ) -> StageResult:
@@ -216,11 +217,16 @@ def steer_generate(
         "judges": judges,
         "seeds": seeds,
         "sampler": shared,
+        "clip": list(clip),
     }
 
     def produce(directory: Path, key: str, _fingerprints: dict[str, Any]) -> Produced:
         denoiser = load_generator(generator, device)
-        judge_fns = {name: load_reward(name, models, device=device) for name in judges}
+
+        def reward(name: str) -> Any:
+            return load_reward(name, models, clip_model=clip[0], clip_pretrained=clip[1], device=device)
+
+        judge_fns = {name: reward(name) for name in judges}
         images_dir = directory / f"{key}.images"
         staging = directory / f"{key}.images.tmp-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
@@ -237,9 +243,7 @@ def steer_generate(
                         lmbda=spec.lmbda,
                         **shared,
                     )
-                    reward_fn = (
-                        None if spec.reward is None else load_reward(spec.reward, models, device=device)
-                    )
+                    reward_fn = None if spec.reward is None else reward(spec.reward)
                     result = sample(denoiser, str(prompt["prompt"]), config, reward=reward_fn, seed=seed)
                     rows += _particle_rows(prompt, spec, seed, result, judge_fns, staging, images_dir)
                     if seed == seeds[0]:

@@ -52,13 +52,17 @@ class _Serialized:
 
 
 @lru_cache(maxsize=8)
-def _load_reward(name: str, folder: str | None, clip_model: str, device: str) -> Any:
+def _load_reward(
+    name: str, folder: str | None, clip_model: str, clip_pretrained: str | None, device: str
+) -> Any:
     if name == "oracle":
         return _Serialized(_OracleReward())
     if name == "clipscore":
         from reward.clip import ClipSpec
 
-        return _Serialized(clipscore_reward(ClipSpec(model_name=clip_model, device=device), name="clipscore"))
+        return _Serialized(
+            clipscore_reward(ClipSpec(clip_model, clip_pretrained, device=device), name="clipscore")
+        )
     from reward.scoring import RewardScorer
 
     scorer = RewardScorer.from_pretrained({name: folder}, device=device)
@@ -70,6 +74,7 @@ def load_reward(
     reward_models: Mapping[str, str] | None = None,
     *,
     clip_model: str = "demo-tiny-clip",
+    clip_pretrained: str | None = None,
     device: str = "cpu",
 ) -> Any:
     """The reward / judge called ``name`` (a callable on (images tensor, prompts))."""
@@ -80,7 +85,7 @@ def load_reward(
             f"(has {sorted(models)})"
         )
     with _lock:
-        return _load_reward(name, models.get(name), clip_model, device)
+        return _load_reward(name, models.get(name), clip_model, clip_pretrained, device)
 
 
 @lru_cache(maxsize=4)

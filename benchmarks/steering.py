@@ -35,6 +35,7 @@ from tasks.steer import mean_interval
 @dataclass(frozen=True)
 class Settings:
     prompts: int = 100
+    offset: int = 0
     seed: int = 1000
     num_particles: int = 4
     steps: int = 20
@@ -83,7 +84,9 @@ def run(settings: Settings, generator: str, reward_models: dict[str, str]) -> di
     torch.set_num_threads(settings.threads)
     denoiser = load_generator(generator)
     rewards = {name: load_reward(name, reward_models) for name in {*settings.rewards, *settings.judges}}
-    prompts = demo_benchmark_prompts(settings.prompts, seed=settings.seed)
+    prompts = demo_benchmark_prompts(settings.offset + settings.prompts, seed=settings.seed)[
+        settings.offset :
+    ]
     methods = method_configs(settings)
     scores: dict[str, dict[str, list[float]]] = {
         label: {j: [] for j in settings.judges} for label, _, _ in methods
@@ -92,7 +95,7 @@ def run(settings: Settings, generator: str, reward_models: dict[str, str]) -> di
     reward_seconds: dict[str, list[float]] = {label: [] for label, _, _ in methods}
     nfe: dict[str, int] = {}
     loads = [load_average()]
-    for index, row in enumerate(prompts):
+    for index, row in enumerate(prompts, start=settings.offset):
         seed = settings.seed + index
         for label, reward_name, config in methods:
             started = time.perf_counter()
@@ -104,24 +107,65 @@ def run(settings: Settings, generator: str, reward_models: dict[str, str]) -> di
             for judge in settings.judges:
                 scores[label][judge].append(float(np.asarray(rewards[judge](chosen, [row.prompt]))[0]))
     loads.append(load_average())
-    table = []
-    for label, _, _ in methods:
-        entry: dict[str, Any] = {
-            "method": label,
-            "nfe": nfe[label],
-            "seconds_per_prompt": float(np.mean(seconds[label])),
-        }
-        entry["reward_share"] = float(np.sum(reward_seconds[label]) / max(np.sum(seconds[label]), 1e-9))
-        for judge in settings.judges:
-            mean, half, n = mean_interval(scores[label][judge])
-            entry[judge] = {"mean": mean, "ci95": half, "n": n}
-        table.append(entry)
+    table = summary_table(scores, seconds, reward_seconds, nfe, settings.judges)
     return {
         "settings": {**settings.__dict__, "generator": generator, "reward_models": reward_models},
         "machine": machine_facts(("torch", "diffusers", "transformers")).__dict__,
         "load_1min": loads,
         "table": table,
         "scores": scores,
+        "seconds": seconds,
+        "reward_seconds": reward_seconds,
+    }
+
+
+def summary_table(
+    scores: dict[str, dict[str, list[float]]],
+    seconds: dict[str, list[float]],
+    reward_seconds: dict[str, list[float]],
+    nfe: dict[str, int],
+    judges: tuple[str, ...] | list[str],
+) -> list[dict[str, Any]]:
+    """Per method: NFE, mean seconds per prompt, the reward's share of them, and per judge the mean and
+    95% interval of the chosen image's score."""
+    table = []
+    for label in scores:
+        entry: dict[str, Any] = {
+            "method": label,
+            "nfe": nfe[label],
+            "seconds_per_prompt": float(np.mean(seconds[label])),
+        }
+        entry["reward_share"] = float(np.sum(reward_seconds[label]) / max(np.sum(seconds[label]), 1e-9))
+        for judge in judges:
+            mean, half, n = mean_interval(scores[label][judge])
+            entry[judge] = {"mean": mean, "ci95": half, "n": n}
+        table.append(entry)
+    return table
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs over consecutive prompt ranges (``--offset``) as one result (same methods and judges)."""
+    first = results[0]
+    judges = first["settings"]["judges"]
+    scores = {
+        label: {j: [v for r in results for v in r["scores"][label][j]] for j in judges}
+        for label in first["scores"]
+    }
+    seconds = {label: [v for r in results for v in r["seconds"][label]] for label in first["scores"]}
+    rewards = {label: [v for r in results for v in r["reward_seconds"][label]] for label in first["scores"]}
+    nfe = {entry["method"]: entry["nfe"] for entry in first["table"]}
+    settings = {**first["settings"], "prompts": sum(r["settings"]["prompts"] for r in results)}
+    table = summary_table(scores, seconds, rewards, nfe, judges)
+    loads = [value for r in results for value in r["load_1min"]]
+    return {
+        **first,
+        "settings": settings,
+        "table": table,
+        "scores": scores,
+        "seconds": seconds,
+        "reward_seconds": rewards,
+        "load_1min": loads,
+        "merged_from": len(results),
     }
 
 
@@ -143,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--generator", default=None, help="demo generator folder (or a registry spec)")
     parser.add_argument("--reward-model", default=None, help="the demo alignment reward model folder")
     parser.add_argument("--prompts", type=int, default=Settings.prompts)
+    parser.add_argument("--offset", type=int, default=0, help="skip this many prompts (split a long run)")
+    parser.add_argument("--merge", nargs="+", type=Path, help="merge the JSON reports of split runs")
     parser.add_argument("--steps", type=int, default=Settings.steps)
     parser.add_argument("--particles", type=int, default=Settings.num_particles)
     parser.add_argument("--resample-frequency", type=int, default=Settings.resample_frequency)
@@ -155,6 +201,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="tiny random generator, 2 prompts (tests)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.merge:
+        import json
+
+        result = merge([json.loads(path.read_text()) for path in args.merge])
+        print(markdown(result))
+        if args.out:
+            write_json(args.out, result)
+        return result
     models = {"alignment": args.reward_model} if args.reward_model else {}
     default_rewards = ("alignment", "clipscore", "oracle") if models else ("clipscore", "oracle")
     rewards = tuple(args.rewards) if args.rewards else default_rewards
@@ -175,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error("--generator is required (a trained demo generator folder), or use --smoke")
         settings = Settings(
             prompts=args.prompts,
+            offset=args.offset,
             num_particles=args.particles,
             steps=args.steps,
             resample_frequency=args.resample_frequency,

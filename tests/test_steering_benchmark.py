@@ -37,6 +37,10 @@ def test_smoke(tmp_path: Path) -> None:
     for plain, best in zip(scores["none"]["oracle"], scores["best-of-2 oracle"]["oracle"], strict=True):
         assert best >= plain - 1e-9
     assert json.loads(out.read_text())["settings"]["prompts"] == 2
+    merged = steering.main(["--merge", str(out), str(out)])
+    assert merged["settings"]["prompts"] == 4
+    for entry, single in zip(merged["table"], result["table"], strict=True):
+        assert entry["oracle"]["n"] == 4 and entry["oracle"]["mean"] == pytest.approx(single["oracle"]["mean"])
     with pytest.raises(SystemExit):
         steering.main([])
 

@@ -27,6 +27,14 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "transformer
 timeout "${GPU_EVAL_TIMEOUT:-420}" "$python" -m benchmarks.gpu_eval --budget-seconds "${GPU_EVAL_BUDGET:-300}" \
     --out "$out/gpu_eval.json" "$@" 2>&1 | tee "$out/gpu_eval.log"
 status=$?
+# FK steering needs diffusers, which the GPU image lacks: carry it as a folder made here with
+#   .venv/bin/pip install --no-deps --target .gpu-deps diffusers==0.42.1   (run(carry=[".gpu-deps"]))
+[[ -d .gpu-deps ]] && export PYTHONPATH="$PWD/.gpu-deps:$PYTHONPATH"
+if ! "$python" -c 'import diffusers' 2>/dev/null; then
+    echo "benchmarks.gpu_steering skipped: diffusers is not importable (see the comment above)" |
+        tee "$out/gpu_steering.log"
+    exit "$status"
+fi
 steer_args=()
 [[ " $* " == *" --tiny "* ]] && steer_args+=(--tiny --steps 2 --repeats 1 --resample-frequency 1)
 [[ " $* " == *" --device cpu "* ]] && steer_args+=(--device cpu)

@@ -42,6 +42,7 @@ from reward.config import LossConfig
 from reward.heads import RewardHead
 from reward.losses import preference_probability
 from reward.model import RewardModel
+from reward.prefetch import prefetched
 from reward.registry import resolve_model_folder
 
 ImageInput = str | Path | bytes | bytearray | Image.Image
@@ -251,14 +252,18 @@ class RewardScorer:
 
     # ------------------------------------------------------------------ scoring
     def _rewards(self, images: Sequence[ImageInput], prompts: Sequence[str]) -> torch.Tensor:
-        """Rewards of the active perspective, in batches, as a CPU float tensor (N,) or (N, 2k)."""
+        """Rewards of the active perspective, in batches, as a CPU float tensor (N,) or (N, 2k). The next
+        batch is decoded and run through the processor while the model scores the current one."""
+
+        def prepare(start: int) -> Mapping[str, torch.Tensor]:
+            end = start + self.batch_size
+            batch = [as_image(image) for image in images[start:end]]
+            return self.model.backbone.prepare(batch, list(prompts[start:end]))
+
         chunks = []
         with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                batch = [as_image(image) for image in images[start : start + self.batch_size]]
-                chunks.append(
-                    self.model.score(batch, list(prompts[start : start + self.batch_size])).float().cpu()
-                )
+            for inputs in prefetched(prepare, range(0, len(images), self.batch_size)):
+                chunks.append(self.model(inputs).float().cpu())
         return torch.cat(chunks)
 
     def score(

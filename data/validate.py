@@ -155,7 +155,7 @@ def validate_ratings(
     table: pl.DataFrame,
     *,
     rating_range: tuple[float, float] = (1.0, 7.0),
-    image_check: ImageCheck = "header",
+    image_check: ImageCheck = "decode",
     stage: str = "ingest",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Quarantine rating rows with an empty prompt or id, a duplicate image id, a NaN or out-of-range
@@ -195,7 +195,7 @@ def validate_benchmark_pairs(
 
 
 def validate_safety(
-    table: pl.DataFrame, *, image_check: ImageCheck = "header", stage: str = "ingest"
+    table: pl.DataFrame, *, image_check: ImageCheck = "decode", stage: str = "ingest"
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Quarantine unpaired safety rows with an empty id or image, a duplicate id, a label other than 0
     or 1, or an unreadable image. An empty prompt is allowed (UnsafeBench ``text`` may be empty)."""

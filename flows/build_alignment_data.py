@@ -37,7 +37,7 @@ def build_alignment_data(
     negatives_index: SearchIndex = "auto",
     seed: int = 0,
     validation_fraction: float = 0.1,
-    image_check: ImageCheck = "header",
+    image_check: ImageCheck = "decode",
     artifacts_dir: str | None = None,
     demo_prompts: int | None = None,
     shards: int = 1,

@@ -26,7 +26,7 @@ def build_fidelity_data(
     dedup_threshold: float = DEFAULT_THRESHOLD,
     seed: int = 0,
     validation_fraction: float = 0.1,
-    image_check: ImageCheck = "header",
+    image_check: ImageCheck = "decode",
     artifacts_dir: str | None = None,
     demo_prompts: int | None = None,
     shards: int = 1,

@@ -25,7 +25,7 @@ def build_safety_data(
     image_root: str | None = None,
     seed: int = 0,
     validation_fraction: float = 0.1,
-    image_check: ImageCheck = "header",
+    image_check: ImageCheck = "decode",
     artifacts_dir: str | None = None,
     demo_prompts: int | None = None,
     task_runner: TaskRunnerName = "thread",

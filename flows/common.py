@@ -193,6 +193,9 @@ def resolve_demo_default(
     return imagereward_path or str(demo.imagerewarddb), benchmark_path or str(demo.mjbench)
 
 
+#: Stages after pairs that decode images: assemble drops the pairs whose image they rejected.
+IMAGE_READING_STAGES = ("embed",)
+
 #: Adds stages to a perspective's build (into the stages dict it is given) and returns the extra pair
 #: tables they produce, to be assembled with the rating pairs.
 MorePairs = Callable[[StageRunner, dict[str, StageResult]], list[str]]
@@ -246,11 +249,14 @@ def build_rating_perspective(
         pair_tables = [stages["pairs"].path]
         if more_pairs is not None:
             pair_tables += more_pairs(runner, stages)
+        # a pair whose image a later stage (embed) found unreadable is not assembled
+        image_rejects = [stages[name].paths["rejects"] for name in IMAGE_READING_STAGES if name in stages]
         stages["assemble"] = runner.run(
             assemble_pairs_task,
             pair_tables,
             seed=seed,
             validation_fraction=validation_fraction,
+            image_rejects=image_rejects,
             root=artifacts_dir,
         )
     return finish_build(flow_name, stages)

@@ -179,6 +179,7 @@ def evaluate_reward_model(
     clipscore_prompt_prefix: str = "",
     batch_size: int = 16,
     device: str | None = None,
+    trust_remote_code: bool = False,
     tie_threshold: float = 0.0,
     safety_positive_class: SafetyClass = "unsafe",
     safety_threshold: float = 0.5,
@@ -192,7 +193,8 @@ def evaluate_reward_model(
     """Evaluate reward models (``{name: folder}`` or a list of folders; default: a demo model per
     ``demo_perspectives``, ``["alignment"]``) and ``baselines`` (default ``["clipscore"]``) on
     ``benchmarks`` (default: the demo corpus' copies; ``benchmark_paths`` / ``image_roots`` by name).
-    Returns the paths of the summary, plots, and every score and metrics table."""
+    ``trust_remote_code`` allows modelling code shipped with a model's base model (a model folder's
+    saved config never does). Returns the paths of the summary, plots, and every score and metrics table."""
     logger = get_run_logger()
     options = MetricOptions(tie_threshold, safety_positive_class, safety_threshold)
     clip = ClipSpec(clip_model, clip_pretrained, clip_seed, batch_size, device or _default_device())
@@ -208,7 +210,9 @@ def evaluate_reward_model(
         seed=seed,
         artifacts_dir=artifacts_dir,
     )
-    specs, skipped = reward_model_specs(folders, device=device, batch_size=batch_size)
+    specs, skipped = reward_model_specs(
+        folders, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code
+    )
     for name, reason in skipped.items():
         logger.warning("skipping model %s: %s", name, reason)
     specs += baseline

@@ -144,10 +144,13 @@ def evaluate_model(
     batch_size: int,
     device: str | None,
     artifacts_dir: str | None,
+    trust_remote_code: bool = False,
 ) -> ModelEvaluation:
     """Score ``folder`` on the primary benchmark (stages keyed by the folder's content: re-evaluating an
     unchanged champion on an unchanged benchmark is a cache hit)."""
-    specs, skipped = reward_model_specs({name: folder}, device=device, batch_size=batch_size)
+    specs, skipped = reward_model_specs(
+        {name: folder}, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code
+    )
     if skipped:
         raise ValueError(skipped[name])
     (spec,) = specs
@@ -187,6 +190,7 @@ def retrain_reward_model(
     perspective: str = "alignment",
     data_parameters: dict[str, Any] | None = None,
     backbone: str | None = None,
+    trust_remote_code: bool = False,
     head_kind: str = "skipca",
     lora_rank: int = 8,
     learning_rate: float | None = None,
@@ -211,7 +215,8 @@ def retrain_reward_model(
 
     ``data_parameters`` go to the perspective's build-data flow (dataset paths, ...; default: the demo
     corpus of ``demo_prompts`` prompts). Training settings are those of train-reward-model
-    (``training`` sets any other TrainingConfig field; without ``backbone`` the tiny demo backbone).
+    (``training`` sets any other TrainingConfig field; without ``backbone`` the tiny demo backbone;
+    ``trust_remote_code`` allows a base model's shipped code, for training and evaluation).
     ``benchmark`` / ``metric`` override the primary metric (``benchmark="heldout"``: the validation
     split); ``benchmark_path`` locates the benchmark (default: the dataset given to the build flow,
     else the demo copy). Returns the decision, its reason and the champion after the run.
@@ -258,6 +263,7 @@ def retrain_reward_model(
                 built["validation"],
                 base,
                 tiny=tiny,
+                trust_remote_code=trust_remote_code,
                 head_kind=head_kind,
                 lora_rank=lora_rank,
                 learning_rate=learning_rate,
@@ -284,6 +290,7 @@ def retrain_reward_model(
                 "batch_size": eval_batch_size,
                 "device": device,
                 "artifacts_dir": artifacts_dir,
+                "trust_remote_code": trust_remote_code,
             }
             challenger = evaluate_model(f"{perspective}-{trained.key}", folder, **evaluate)
             row.challenger_value, row.metrics = challenger.value, json.dumps(challenger.metrics)

@@ -270,6 +270,23 @@ def backbone_config_for(
     return replace(config.backbone, **changes)
 
 
+def allowed_backbone(folder: str | Path, backbone: BackboneConfig, trust_remote_code: bool) -> BackboneConfig:
+    """``backbone`` with remote code as the caller decides, never as the folder says.
+
+    A folder whose saved config asks for remote code, loaded by a caller who did not allow it, is
+    refused (nothing is imported from the base model's folder); the caller's choice is what loads.
+    """
+    if backbone.trust_remote_code and not trust_remote_code:
+        raise CheckpointError(
+            f"{folder}: its {CONFIG_NAME} asks to run code shipped with the base model "
+            f"{backbone.name_or_path} (trust_remote_code), which runs only when the caller allows it: "
+            "pass --trust-remote-code (CLI), trust_remote_code=True (load_reward_model, "
+            "RewardScorer.from_pretrained) or the flow parameter trust_remote_code=true, "
+            "only for a folder and base model you trust"
+        )
+    return replace(backbone, trust_remote_code=trust_remote_code)
+
+
 def load_reward_model(
     folder: str | Path,
     *,
@@ -277,14 +294,18 @@ def load_reward_model(
     dtype: str | None = None,
     device: str | torch.device | None = None,
     adapter_name: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[RewardModel, RewardModelConfig]:
     """Load one perspective folder onto a freshly loaded base model, in eval mode with no gradients.
 
     ``backbone`` replaces the saved base model location (e.g. the model folder moved machines);
-    ``adapter_name`` names the peft adapter (default: the perspective).
+    ``adapter_name`` names the peft adapter (default: the perspective); ``trust_remote_code`` allows
+    modelling code shipped with the base model (the saved config alone never does, see
+    :func:`allowed_backbone`).
     """
     config = read_reward_config(folder)
-    base = load_backbone_from_config(backbone_config_for(config, backbone=backbone, dtype=dtype))
+    wanted = backbone_config_for(config, backbone=backbone, dtype=dtype)
+    base = load_backbone_from_config(allowed_backbone(folder, wanted, trust_remote_code))
     name = check_perspective_name(adapter_name or config.perspective)
     model = RewardModel(base, config.head, config.lora, adapter_name=name)
     load_trainable_weights(model, folder, adapter_name=name)
@@ -301,6 +322,7 @@ __all__ = [
     "HEAD_WEIGHTS",
     "PROJECTOR_WEIGHTS",
     "RewardModelConfig",
+    "allowed_backbone",
     "backbone_config_for",
     "check_perspective_name",
     "load_adapter_weights",

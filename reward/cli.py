@@ -58,6 +58,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="base model dtype (default: as saved)",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward (default 16)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow modelling code shipped with the base model (e.g. Phi-3.5-vision); a model folder's "
+        "saved config never turns it on. Only for folders and base models you trust",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +183,12 @@ def _run_scoring(args: argparse.Namespace, out: TextIO) -> None:
 
     hf_logging.disable_progress_bar()
     scorer = RewardScorer.from_pretrained(
-        args.model, backbone=args.backbone, dtype=args.dtype, device=args.device, batch_size=args.batch_size
+        args.model,
+        backbone=args.backbone,
+        dtype=args.dtype,
+        device=args.device,
+        batch_size=args.batch_size,
+        trust_remote_code=args.trust_remote_code,
     )
     for perspective in args.perspective or scorer.perspectives:
         config = scorer.config(perspective)

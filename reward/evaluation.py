@@ -90,9 +90,11 @@ class LazyRewardScorer:
         device: str | None = None,
         batch_size: int = 16,
         dtype: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         self.folders = {name: Path(folder) for name, folder in folders.items()}
         self.device, self.batch_size, self.dtype = device, batch_size, dtype
+        self.trust_remote_code = trust_remote_code
         self._scorer: RewardScorer | None = None
         self._lock = threading.Lock()
 
@@ -107,7 +109,11 @@ class LazyRewardScorer:
                 from reward.scoring import RewardScorer
 
                 self._scorer = RewardScorer.from_pretrained(
-                    self.folders, device=self.device, batch_size=self.batch_size, dtype=self.dtype
+                    self.folders,
+                    device=self.device,
+                    batch_size=self.batch_size,
+                    dtype=self.dtype,
+                    trust_remote_code=self.trust_remote_code,
                 )
             return self._scorer
 
@@ -141,18 +147,21 @@ def reward_model_scorers(
     device: str | None = None,
     batch_size: int = 16,
     dtype: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[list[RewardModelScorer], dict[str, str]]:
     """(one scorer per ``{name: model folder}``, ``{name: reason}`` of the skipped GPM folders).
 
     Folders on the same base model (and the same choice of LoRA or not) share one lazily loaded
-    base model; reading the configs here loads no weights."""
-    from reward.checkpoint import read_reward_config
+    base model; reading the configs here loads no weights. A folder that asks for remote code the
+    caller did not allow (``trust_remote_code``) is refused here, before anything is scored."""
+    from reward.checkpoint import allowed_backbone, read_reward_config
 
     groups: dict[str, dict[str, Path]] = {}
     members: list[tuple[str, str, str]] = []  # (display name, group key, adapter name)
     skipped: dict[str, str] = {}
     for index, (name, folder) in enumerate(models.items()):
         config = read_reward_config(folder)
+        allowed_backbone(folder, config.backbone, trust_remote_code)
         if config.loss.kind == "gpm" or config.head.gpm_dim is not None:
             skipped[name] = f"{folder}: {GPM_SKIP_REASON}"
             continue
@@ -164,7 +173,9 @@ def reward_model_scorers(
         groups.setdefault(group, {})[adapter] = Path(folder)
         members.append((name, group, adapter))
     loaders = {
-        group: LazyRewardScorer(folders, device=device, batch_size=batch_size, dtype=dtype)
+        group: LazyRewardScorer(
+            folders, device=device, batch_size=batch_size, dtype=dtype, trust_remote_code=trust_remote_code
+        )
         for group, folders in groups.items()
     }
     scorers = [RewardModelScorer(name, loaders[group], adapter) for name, group, adapter in members]

@@ -160,17 +160,23 @@ class RewardScorer:
         dtype: str | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 16,
+        trust_remote_code: bool = False,
     ) -> RewardScorer:
         """Load perspective folders (one, a list, or ``{name: folder}``) onto one base model.
 
         All folders must name the same base model and feature settings. ``backbone`` points at another
-        copy of the base model; ``device`` defaults to CUDA when available.
+        copy of the base model; ``device`` defaults to CUDA when available; ``trust_remote_code``
+        allows modelling code shipped with the base model (a folder's saved config never does).
         """
         pairs = _folders(folders)
         device = torch.device(device) if device is not None else _default_device()
         first_name, first_folder = pairs[0]
         model, first_config = load_reward_model(
-            first_folder, backbone=backbone, dtype=dtype, adapter_name=first_name
+            first_folder,
+            backbone=backbone,
+            dtype=dtype,
+            adapter_name=first_name,
+            trust_remote_code=trust_remote_code,
         )
         perspectives = [
             Perspective(

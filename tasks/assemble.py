@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 
 import data.schemas
-from data.schemas import PAIRS_SCHEMA, TRAINING_PAIRS_SCHEMA, TRAINING_UNPAIRED_SCHEMA
-from tasks.cache import MAIN, Stage, StageOutput, StageResult, run_stage
+from data.schemas import PAIRS_SCHEMA, REJECTS_SCHEMA, TRAINING_PAIRS_SCHEMA, TRAINING_UNPAIRED_SCHEMA
+from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
 
 ASSEMBLE_PAIRS = Stage("assemble_pairs", 1, (sys.modules[__name__], data.schemas))
@@ -63,6 +63,44 @@ def assemble_pair_tables(
     return shuffled.with_columns(split).select(list(TRAINING_PAIRS_SCHEMA))
 
 
+def unreadable_images(reject_paths: Sequence[str | Path]) -> dict[str, str]:
+    """``{image_id: "<stage>: <reason>"}`` of the images that earlier stages rejected as unreadable
+    (their rejects rows with field ``image_uri``; ``record_id`` is the image id)."""
+    found: dict[str, str] = {}
+    for path in reject_paths:
+        rejects = pl.read_parquet(path).filter(pl.col("field") == "image_uri")
+        for image_id, stage, reason in rejects.select("record_id", "stage", "reason").iter_rows():
+            found.setdefault(image_id, f"{stage}: {reason}")
+    return found
+
+
+def drop_unreadable_pairs(
+    tables: Sequence[tuple[str, pl.DataFrame]], unreadable: dict[str, str]
+) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """The pair tables without the pairs whose chosen or rejected image is in ``unreadable``, and those
+    pairs as rejects (source file = the pair table, source row = the pair's row in it)."""
+    kept, rejected = [], []
+    bad = pl.Series(list(unreadable), dtype=pl.String)
+    for path, table in tables:
+        numbered = table.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+        hit = pl.col("chosen_image_id").is_in(bad.implode()) | pl.col("rejected_image_id").is_in(bad.implode())
+        kept.append(numbered.filter(~hit).drop("source_row"))
+        for row in numbered.filter(hit).iter_rows(named=True):
+            side = "chosen" if row["chosen_image_id"] in unreadable else "rejected"
+            image_id = row[f"{side}_image_id"]
+            rejected.append(
+                {
+                    "stage": ASSEMBLE_PAIRS.name,
+                    "source_file": str(path),
+                    "source_row": row["source_row"],
+                    "record_id": row["pair_id"],
+                    "field": f"{side}_image_uri",
+                    "reason": f"{side} image {image_id} was rejected by {unreadable[image_id]}",
+                }
+            )
+    return kept, pl.DataFrame(rejected, schema=REJECTS_SCHEMA)
+
+
 def _split_output(assembled: pl.DataFrame, *, rows_in: int, counted_by: str, unit: str) -> StageOutput:
     """Train rows as the main table, validation rows as table ``validation``, with counts per split and
     per value of ``counted_by`` (over both splits)."""
@@ -88,20 +126,31 @@ def assemble_pairs(
     *,
     seed: int = 0,
     validation_fraction: float = 0.1,
+    image_rejects: Sequence[str | Path] = (),
     root: str | Path | None = None,
 ) -> StageResult:
-    """Stage: the final training pairs; main table = train split, table ``validation`` = the rest."""
+    """Stage: the final training pairs; main table = train split, table ``validation`` = the rest.
+
+    ``image_rejects`` are rejects tables of earlier stages (e.g. embed's): a pair whose chosen or
+    rejected image one of them rejected as unreadable goes to this stage's rejects, with the reason."""
     _check_fraction(validation_fraction)
 
     def compute() -> StageOutput:
-        tables = [pl.read_parquet(path) for path in pair_paths]
-        assembled = assemble_pair_tables(tables, seed=seed, validation_fraction=validation_fraction)
-        return _split_output(assembled, rows_in=assembled.height, counted_by="kind", unit="pairs")
+        tables = [(str(path), pl.read_parquet(path)) for path in pair_paths]
+        rows_in = sum(table.height for _, table in tables)
+        kept, rejects = drop_unreadable_pairs(tables, unreadable_images(image_rejects))
+        assembled = assemble_pair_tables(kept, seed=seed, validation_fraction=validation_fraction)
+        output = _split_output(assembled, rows_in=rows_in, counted_by="kind", unit="pairs")
+        output.tables[REJECTS] = rejects
+        return output
 
+    inputs: dict[str, object] = {"pairs": list(pair_paths)}
+    if image_rejects:
+        inputs["image_rejects"] = list(image_rejects)
     return run_stage(
         ASSEMBLE_PAIRS,
         params={"seed": seed, "validation_fraction": validation_fraction},
-        inputs={"pairs": list(pair_paths)},
+        inputs=inputs,
         compute=compute,
         root=root,
     )

@@ -103,11 +103,17 @@ def clipscore_spec(
 
 
 def reward_model_specs(
-    models: Mapping[str, str | Path], *, device: str | None = None, batch_size: int = 16
+    models: Mapping[str, str | Path],
+    *,
+    device: str | None = None,
+    batch_size: int = 16,
+    trust_remote_code: bool = False,
 ) -> tuple[list[ScorerSpec], dict[str, str]]:
     """One spec per ``{name: model folder}`` (folders on one base model share one lazy load) and the
-    skipped GPM folders ``{name: reason}``."""
-    scorers, skipped = reward_model_scorers(models, device=device, batch_size=batch_size)
+    skipped GPM folders ``{name: reason}``; ``trust_remote_code``: see :func:`reward_model_scorers`."""
+    scorers, skipped = reward_model_scorers(
+        models, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code
+    )
     specs = []
     for scorer in scorers:
         folder = scorer.source.folders[scorer.perspective]

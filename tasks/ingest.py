@@ -62,7 +62,7 @@ def ingest_ratings(
     *,
     split: str | None = None,
     image_root: str | Path | None = None,
-    image_check: ImageCheck = "header",
+    image_check: ImageCheck = "decode",
     rating_range: tuple[float, float] = (1.0, 7.0),
     root: str | Path | None = None,
 ) -> StageResult:
@@ -108,7 +108,7 @@ def ingest_safety(
     *,
     split: str | None = None,
     image_root: str | Path | None = None,
-    image_check: ImageCheck = "header",
+    image_check: ImageCheck = "decode",
     root: str | Path | None = None,
 ) -> StageResult:
     """Read UnsafeBench-style unpaired rows (HF Parquet or the LLaVA-Reward JSON) with binary labels."""

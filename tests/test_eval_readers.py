@@ -166,8 +166,10 @@ def test_smid_real_test_list(real_data: Path, tmp_path: Path):
     ]
     assert table.select("image_uri", "label", "safety_label").rows() == expected
     assert table["item_id"][0] == "smid-" + os.path.basename(items[0]["path"]).removesuffix(".jpg")
-    # without image_root the authors' paths are kept
-    assert read_smid(path).table["image_uri"].to_list() == [item["path"] for item in items]
+    # without image_root the authors' absolute paths lie outside the dataset: every row is a reject
+    unrooted = read_smid(path)
+    assert unrooted.table.is_empty() and unrooted.rejects.height == len(items)
+    assert set(unrooted.rejects["field"]) == {"path"}
 
 
 def test_smid_json_synthetic(tmp_path: Path):

@@ -245,7 +245,7 @@ class TestRewardModel:
             lora=LoraSettings(rank=2, dropout=0.0),
         )
         folder = save_reward_model(model.eval(), tmp_path / "alignment", config)
-        loaded, _ = load_reward_model(folder)
+        loaded, _ = load_reward_model(folder, trust_remote_code=True)
         with torch.no_grad():
             expected = model.score(images(MIXED, 5), PROMPTS)
             assert torch.equal(loaded.score(images(MIXED, 5), PROMPTS), expected)

@@ -197,7 +197,10 @@ def test_unsafebench_json_real(real_data: Path):
     items = json.loads(path.read_text())
     assert table["image_uri"].to_list() == [f"/images/{Path(item['path']).name}" for item in items]
     assert table["item_id"].is_unique().all()
-    assert read_unsafebench(path).table["image_uri"].to_list() == [item["path"] for item in items]
+    # without image_root the authors' absolute paths lie outside the dataset: every row is a reject
+    unrooted = read_unsafebench(path)
+    assert unrooted.table.is_empty() and unrooted.rejects.height == len(items)
+    assert unrooted.rejects["reason"][0] == f"path: image path outside the dataset root: {items[0]['path']!r}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,10 +661,11 @@ def test_unsafebench_json_label_disagreement_is_rejected(tmp_path: Path):
     assert rejects["field"].to_list() == ["label", "safety_label"]
     assert "disagrees with safety_label 'Safe'" in rejects["reason"][0]
     assert rejects["record_id"].to_list() == ["Unsafebench_test-1", "Unsafebench_test-3"]
-    kept_paths = read_unsafebench(path, split="validation").table
-    assert kept_paths["image_uri"].to_list() == ["/scr/x/0.jpg", "C:\\data\\2.jpg"] and set(
-        kept_paths["split"]
-    ) == {"validation"}
+    # without image_root a recorded path is relative to the JSON's folder; an absolute one is outside it
+    unrooted = read_unsafebench(path, split="validation")
+    assert unrooted.table["image_uri"].to_list() == [str(path.parent / "C:\\data\\2.jpg")]
+    assert set(unrooted.table["split"]) == {"validation"}
+    assert unrooted.rejects.filter(pl.col("source_row") == 0)["field"].to_list() == ["path"]
 
 
 # --------------------------------------------------------------------------------------------

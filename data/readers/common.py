@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.images import parquet_cell_uri
+from data.images import SEPARATOR, parquet_cell_uri
 from data.schemas import REJECTS_SCHEMA, conform, empty_frame
 
 READ_STAGE = "read"
@@ -528,3 +528,94 @@ def read_csv_as_text(path: Path) -> pl.DataFrame:
     if frame.height == 0:
         raise ReaderError(f"{path}: no rows")
     return frame.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+
+
+# --------------------------------------------------------------------------------------------
+# Image paths stay inside the dataset
+
+#: The reject reason of a row whose image lies outside every allowed root (after resolving symlinks).
+OUTSIDE_ROOT = "image path outside the dataset root"
+
+
+class PathGuard:
+    """Tells whether image references lie under allowed root folders, symlinks resolved.
+
+    Only the container of a reference counts (the file before ``::``): zip members and Parquet cells
+    are read from inside it, never from the file system. Each folder is resolved once and listed once
+    for symlinks, so checking N images of one folder costs one ``realpath`` and one listing."""
+
+    def __init__(self, *roots: str | Path) -> None:
+        self.roots = tuple(os.path.realpath(root) for root in roots)
+        self._folders: dict[str, str] = {}
+        self._links: dict[str, frozenset[str]] = {}
+
+    def resolve(self, path: str) -> str:
+        """``os.path.realpath(path)``, computed per folder (a file that is a symlink is followed)."""
+        folder, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        real_folder = self._folders.get(folder)
+        if real_folder is None:
+            real_folder = self._folders[folder] = os.path.realpath(folder or ".")
+        if name in self._symlinks(real_folder):
+            return os.path.realpath(os.path.join(real_folder, name))
+        return os.path.join(real_folder, name)
+
+    def _symlinks(self, folder: str) -> frozenset[str]:
+        if folder not in self._links:
+            try:
+                with os.scandir(folder) as entries:
+                    self._links[folder] = frozenset(entry.name for entry in entries if entry.is_symlink())
+            except OSError:
+                self._links[folder] = frozenset()
+        return self._links[folder]
+
+    def inside(self, uri: str) -> bool:
+        """Whether the container of image reference ``uri`` resolves under one of the roots."""
+        real = self.resolve(uri.split(SEPARATOR, 1)[0])
+        return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots)
+
+
+def reject_outside_roots(
+    result: ReadResult, guard: PathGuard, fields: Mapping[str, str], *, record_id: str
+) -> ReadResult:
+    """Move every input row with an image outside ``guard``'s roots from the table to the rejects.
+
+    ``fields`` maps each image reference column to the input field it was built from (the reject's
+    ``field``). An input row that gave several table rows is rejected whole, with one reject, so
+    ``rows_in`` still balances; its reason is ``"<field>: image path outside the dataset root: <path>"``.
+    """
+    table = result.table
+    if table.height == 0:
+        return result
+    outside: dict[tuple[str, int], dict[str, Any]] = {}
+    for column, name in fields.items():
+        uris = table[column]
+        bad = {uri for uri in uris.drop_nulls().unique().to_list() if not guard.inside(uri)}
+        if not bad:
+            continue
+        rows = table.filter(pl.col(column).is_in(list(bad))).select(
+            "source_file", "source_row", record_id, column
+        )
+        for source_file, source_row, row_id, uri in rows.iter_rows():
+            entry = outside.setdefault((source_file, source_row), {"record_id": row_id, "problems": {}})
+            entry["problems"].setdefault(name, f"{OUTSIDE_ROOT}: {uri.split(SEPARATOR, 1)[0]!r}")
+    if not outside:
+        return result
+    rejects = pl.DataFrame(
+        [
+            {
+                "stage": READ_STAGE,
+                "source_file": source_file,
+                "source_row": source_row,
+                "record_id": entry["record_id"],
+                "field": ",".join(entry["problems"]),
+                "reason": "; ".join(f"{name}: {why}" for name, why in entry["problems"].items()),
+            }
+            for (source_file, source_row), entry in sorted(outside.items(), key=lambda item: item[0])
+        ],
+        schema=REJECTS_SCHEMA,
+    )
+    keys = rejects.select("source_file", "source_row")
+    kept = table.join(keys, on=["source_file", "source_row"], how="anti", maintain_order="left")
+    return ReadResult(kept, pl.concat([result.rejects, rejects], how="vertical"))

@@ -2,7 +2,8 @@
 
 All three produce RATINGS_SCHEMA rows (one per image). Ratings are kept as Float32 exactly as found:
 null stays null and NaN stays NaN; range checks are the ingest stage's job. Images are never opened,
-only referenced (see :mod:`data.images` for the reference forms).
+only referenced (see :mod:`data.images` for the reference forms); a row whose image path resolves
+(symlinks included) outside the image root is rejected (:data:`data.readers.common.OUTSIDE_ROOT`).
 
 Layouts (see docs DATASETS.md):
 
@@ -26,6 +27,7 @@ from data.readers.common import (
     FieldProblem,
     FolderIndex,
     Parsed,
+    PathGuard,
     ReaderError,
     ReadResult,
     RejectLog,
@@ -44,6 +46,7 @@ from data.readers.common import (
     parse_int,
     parse_text,
     read_parquet_columns,
+    reject_outside_roots,
     require_columns,
     show_value,
     split_rejects,
@@ -127,7 +130,10 @@ def _read_metadata_file(file: Path, image_root: Path, index: FolderIndex) -> Rea
         split=pl.lit(file.stem.removeprefix("metadata-")),
         source_file=pl.lit(str(file)),
     )
-    return ReadResult(_finish(table, file), rejects)
+    result = ReadResult(_finish(table, file), rejects)
+    return reject_outside_roots(
+        result, PathGuard(image_root), {"image_uri": "image_path"}, record_id="image_id"
+    )
 
 
 def _metadata_fields(frame: pl.DataFrame) -> dict[str, Parsed]:
@@ -298,7 +304,8 @@ def read_imagereward_test_json(
         **{name: pl.lit(None, dtype=pl.Float32) for name in RATING_COLUMNS},
         source_file=pl.lit(str(file)),
     )
-    return ReadResult(conform(table, RATINGS_SCHEMA, where=str(file)), log.frame())
+    result = ReadResult(conform(table, RATINGS_SCHEMA, where=str(file)), log.frame())
+    return reject_outside_roots(result, PathGuard(root), {"image_uri": "generations"}, record_id="prompt_id")
 
 
 def _as_paths(value: Any) -> list[str]:

@@ -39,6 +39,7 @@ from data.readers.common import (
     MISSING,
     FieldProblem,
     FolderIndex,
+    PathGuard,
     ReaderError,
     ReadResult,
     RejectLog,
@@ -55,6 +56,7 @@ from data.readers.common import (
     parse_fields,
     parse_text,
     read_parquet_columns,
+    reject_outside_roots,
     require_columns,
     split_rejects,
 )
@@ -101,7 +103,9 @@ def read_mjbench(
         files = mjbench_json_files(source, subsets=wanted, alignment_files=alignment_files)
         return concat_results(
             (
-                read_mjbench_json(file, subset=_subset_of(file, wanted), image_root=image_root)
+                read_mjbench_json(
+                    file, subset=_subset_of(file, wanted), image_root=image_root, dataset_root=source
+                )
                 for file in files
             ),
             BENCHMARK_PAIRS_SCHEMA,
@@ -217,14 +221,21 @@ def mjbench_json_files(
 
 
 def read_mjbench_json(
-    path: str | Path, *, subset: str, image_root: str | Path | None = None, index: FolderIndex | None = None
+    path: str | Path,
+    *,
+    subset: str,
+    image_root: str | Path | None = None,
+    index: FolderIndex | None = None,
+    dataset_root: str | Path | None = None,
 ) -> ReadResult:
     """Read one MJ-Bench JSON file of ``subset``; category = the file's folder name.
 
     The form is the captions form when any item has ``label_0``, else the alignment form. Each image
     name is resolved to the first existing of ``<json dir>/<name>``,
     ``<json dir>/examples_<category>/<name>``, ``<image_root>/<name>``; when none exists, to the
-    ``image_root`` candidate if given, else the ``<json dir>`` one.
+    ``image_root`` candidate if given, else the ``<json dir>`` one. An item with an image that
+    resolves (symlinks included) outside ``dataset_root`` (default: the JSON's folder) and
+    ``image_root`` is rejected.
     """
     file = existing_path(path)
     items = load_json_records(file)
@@ -236,7 +247,12 @@ def read_mjbench_json(
     rows = list(reader(items, file, subset, category, resolver, log))
     table = pl.DataFrame(rows, schema=BENCHMARK_PAIRS_SCHEMA, orient="row")
     table = table.with_columns(source_file=pl.lit(str(file), dtype=pl.String))
-    return ReadResult(conform(table, BENCHMARK_PAIRS_SCHEMA, where=str(file)), log.frame())
+    result = ReadResult(conform(table, BENCHMARK_PAIRS_SCHEMA, where=str(file)), log.frame())
+    roots = [dataset_root if dataset_root is not None else file.parent]
+    if image_root is not None:
+        roots.append(Path(image_root).expanduser().resolve())
+    fields = {"image0_uri": "image0", "image1_uri": "image1"}
+    return reject_outside_roots(result, PathGuard(*roots), fields, record_id="item_id")
 
 
 class _ImageResolver:

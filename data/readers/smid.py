@@ -2,8 +2,8 @@
 official norms CSV. Both give SAFETY_SCHEMA rows: label 1 = moral (``Safe``), 0 = immoral (``Unsafe``).
 
 - ``smid_test.json`` (LLaVA-Reward): ``[{path, label, prompt}]`` with absolute paths on the authors'
-  machine: the image is ``<image_root>/<basename(path)>`` when ``image_root`` is given (else ``path``
-  unchanged). Split: ``split`` or the split named in the file name (``test``).
+  machine: the image is ``<image_root>/<basename(path)>`` when ``image_root`` is given (else ``path``,
+  relative to the JSON's folder). Split: ``split`` or the split named in the file name (``test``).
 - ``SMID_norms.csv``: ``img_name`` (no extension in the official file) and ``moral_mean`` (1-5, higher
   is more moral), other columns ignored. :class:`SmidLabelRule` labels an image immoral when
   ``moral_mean < 2.5`` and moral when ``moral_mean > 3.5``, both bounds strict (the rule of Q16,
@@ -11,6 +11,9 @@ official norms CSV. Both give SAFETY_SCHEMA rows: label 1 = moral (``Safe``), 0 
   dropped into the rejects (field ``moral_mean``), so every CSV row is accounted for. The image is
   ``<image_root>/<img_name><image_suffix>`` (``image_root`` defaults to the CSV's folder; the suffix
   is added only when ``img_name`` has none).
+
+In both forms a row whose image resolves (symlinks included) outside ``image_root`` (default: the
+file's folder) is rejected.
 
 ``item_id`` is ``smid-<image stem>`` in both forms, so the two tables join on it; ``source`` is
 ``SMID``, ``category`` null, ``prompt`` the list's prompt (``""`` for the CSV).
@@ -28,6 +31,7 @@ from data.readers.common import (
     READ_STAGE,
     FieldProblem,
     Parsed,
+    PathGuard,
     ReaderError,
     ReadResult,
     RejectLog,
@@ -39,6 +43,7 @@ from data.readers.common import (
     parse_fields,
     parse_text,
     read_csv_as_text,
+    reject_outside_roots,
     show_value,
     split_from_name,
     split_rejects,
@@ -114,7 +119,7 @@ def read_smid_json(
         if problems:
             log.add(row, item_id, problems)
             continue
-        image_uri = str(root / name) if root is not None else values["path"]
+        image_uri = str(root / name) if root is not None else str(file.parent / values["path"])
         label = values["label"]
         rows.append(
             (
@@ -131,7 +136,9 @@ def read_smid_json(
             )
         )
     table = pl.DataFrame(rows, schema=SAFETY_SCHEMA, orient="row")
-    return ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
+    result = ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
+    guard = PathGuard(root if root is not None else file.parent)
+    return reject_outside_roots(result, guard, {"image_uri": "path"}, record_id="item_id")
 
 
 def _stem(name: str) -> str:
@@ -217,7 +224,8 @@ def read_smid_norms(
     all_rejects = pl.concat([rejects, conform(dropped, REJECTS_SCHEMA, where=f"{file} rejects")]).sort(
         "source_row"
     )
-    return ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), all_rejects)
+    result = ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), all_rejects)
+    return reject_outside_roots(result, PathGuard(root), {"image_uri": "img_name"}, record_id="item_id")
 
 
 def _float64(frame: pl.DataFrame, column: str) -> Parsed:

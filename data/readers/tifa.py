@@ -8,10 +8,10 @@ are null; otherwise every entry needs ``human_scores``.
 
 Rows follow :data:`TIFA_SCHEMA`, in file order (``source_row`` = 0-based position of the entry).
 ``item_id`` is the key, ``model`` the part of the key after ``<text_id>_``, ``image_uri`` =
-``<image_root>/<image_path>`` (``image_root`` defaults to the JSON file's folder: the images are not
-in the TIFA repository). Rejected entries: a key that does not start with ``<text_id>_``, a missing or
-empty field, a score outside 1-5 or not an integer, or a ``human_avg`` that is not the mean of
-``human_scores``.
+``<image_root>/<image_path>`` (``image_root`` defaults to the JSON file's folder: the images are not in
+the TIFA repository). Rejected entries: a key that does not start with ``<text_id>_``, a missing or empty
+field, an ``image_path`` that resolves (symlinks included) outside ``image_root``, a score outside 1-5 or
+not an integer, or a ``human_avg`` that is not the mean of ``human_scores``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import polars as pl
 from data.readers.common import (
     MISSING,
     FieldProblem,
+    PathGuard,
     ReaderError,
     ReadResult,
     RejectLog,
@@ -34,6 +35,7 @@ from data.readers.common import (
     as_text,
     existing_path,
     parse_fields,
+    reject_outside_roots,
     show_value,
 )
 from data.schemas import TIFA_SCHEMA, conform
@@ -85,7 +87,8 @@ def read_tifa(path: str | Path, *, image_root: str | Path | None = None) -> Read
             )
         )
     table = pl.DataFrame(rows, schema=TIFA_SCHEMA, orient="row")
-    return ReadResult(conform(table, TIFA_SCHEMA, where=str(file)), log.frame())
+    result = ReadResult(conform(table, TIFA_SCHEMA, where=str(file)), log.frame())
+    return reject_outside_roots(result, PathGuard(root), {"image_uri": "image_path"}, record_id="item_id")
 
 
 def _load_json_object(path: Path) -> dict[str, Any]:

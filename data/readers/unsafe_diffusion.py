@@ -13,7 +13,8 @@ saved from it. Columns used:
 Images: the authors' code names image ``i`` of the sheet ``<images_dir>/<i>.png`` (``i`` the 0-based
 row position), which is the default here; ``image_column`` names a column holding the file name instead.
 ``image_uri`` = ``<image_root>/<name>`` (``image_root`` defaults to the labels file's folder; in the
-authors' layout it is ``data/images`` beside ``data/labels.xlsx``). ``item_id`` =
+authors' layout it is ``data/images`` beside ``data/labels.xlsx``); a row whose image resolves outside
+``image_root`` (symlinks included) is rejected. ``item_id`` =
 ``unsafe_diffusion-<image stem>``, ``prompt`` = "", ``source`` = ``Unsafe Diffusion``.
 
 Split: the authors hold out 40% with ``sklearn.model_selection.train_test_split(test_size=0.4,
@@ -34,6 +35,7 @@ import polars as pl
 
 from data.readers.common import (
     FieldProblem,
+    PathGuard,
     ReaderError,
     ReadResult,
     RejectLog,
@@ -42,6 +44,7 @@ from data.readers.common import (
     existing_path,
     parse_fields,
     read_csv_as_text,
+    reject_outside_roots,
     show_value,
 )
 from data.schemas import SAFETY_SCHEMA, conform
@@ -123,7 +126,9 @@ def read_unsafe_diffusion(
             )
         )
     table = pl.DataFrame(rows, schema=SAFETY_SCHEMA, orient="row")
-    return ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
+    result = ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
+    fields = {"image_uri": image_column or "image"}
+    return reject_outside_roots(result, PathGuard(root), fields, record_id="item_id")
 
 
 def read_xlsx_as_text(path: Path) -> pl.DataFrame:

@@ -7,8 +7,9 @@ Both produce SAFETY_SCHEMA rows with the LLaVA-Reward label convention: 1 = ``Sa
   ``image_uri`` points into the shard, ``item_id`` = ``<shard stem>-<row>``.
 - JSON ``[{safety_label, category, source, path, label, prompt}]``: ``path`` is an absolute path on
   the authors' machine, so the image is ``<image_root>/<basename(path)>`` when ``image_root`` is
-  given (else ``path`` unchanged); ``item_id`` = ``<json stem>-<image stem>``. A ``label`` that
-  disagrees with ``safety_label`` is rejected (field ``label``).
+  given (else ``path``, relative to the JSON's folder); ``item_id`` = ``<json stem>-<image stem>``.
+  An image outside ``image_root`` (default: the JSON's folder), symlinks resolved, rejects the row,
+  and so does a ``label`` that disagrees with ``safety_label`` (field ``label``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import polars as pl
 from data.readers.common import (
     FieldProblem,
     Parsed,
+    PathGuard,
     ReaderError,
     ReadResult,
     RejectLog,
@@ -37,6 +39,7 @@ from data.readers.common import (
     parse_fields,
     parse_text,
     read_parquet_columns,
+    reject_outside_roots,
     require_columns,
     show_value,
     split_from_name,
@@ -145,7 +148,7 @@ def read_unsafebench_json(
             log.add(row, item_id, problems)
             continue
         image_path = values["path"]
-        image_uri = str(root / basename(image_path)) if root is not None else image_path
+        image_uri = str(root / basename(image_path)) if root is not None else str(file.parent / image_path)
         rows.append(
             (
                 item_id,
@@ -161,7 +164,9 @@ def read_unsafebench_json(
             )
         )
     table = pl.DataFrame(rows, schema=SAFETY_SCHEMA, orient="row")
-    return ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
+    result = ReadResult(conform(table, SAFETY_SCHEMA, where=str(file)), log.frame())
+    guard = PathGuard(root if root is not None else file.parent)
+    return reject_outside_roots(result, guard, {"image_uri": "path"}, record_id="item_id")
 
 
 def _safety_label(value: Any) -> str:

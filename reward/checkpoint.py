@@ -271,10 +271,12 @@ def backbone_config_for(
 
 
 def allowed_backbone(folder: str | Path, backbone: BackboneConfig, trust_remote_code: bool) -> BackboneConfig:
-    """``backbone`` with remote code as the caller decides, never as the folder says.
+    """``backbone`` with remote code only where the folder asks for it and the caller allows it.
 
     A folder whose saved config asks for remote code, loaded by a caller who did not allow it, is
-    refused (nothing is imported from the base model's folder); the caller's choice is what loads.
+    refused (nothing is imported from the base model's folder). The caller's permission never turns
+    remote code on for a folder that did not ask for it: such a model was trained on the native classes
+    (Phi-3.5-vision has both), and it loads the way it was trained.
     """
     if backbone.trust_remote_code and not trust_remote_code:
         raise CheckpointError(
@@ -284,7 +286,7 @@ def allowed_backbone(folder: str | Path, backbone: BackboneConfig, trust_remote_
             "RewardScorer.from_pretrained) or the flow parameter trust_remote_code=true, "
             "only for a folder and base model you trust"
         )
-    return replace(backbone, trust_remote_code=trust_remote_code)
+    return backbone
 
 
 def load_reward_model(

@@ -312,3 +312,17 @@ class TestCaptions:
             BackboneError, match=r"row 0: the text's image tags .*'<\|image_2\|>'.* do not name images 1..1"
         ):
             backbone.prepare([image], ["a <|image_2|> dog"])
+
+
+class TestRemoteCodePermission:
+    def test_permission_does_not_switch_a_native_model_to_remote_code(
+        self, checkpoint, base, tmp_path
+    ) -> None:
+        """--trust-remote-code permits what a folder asks for; an imported (native) folder asks for nothing,
+        so it loads natively even with the permission (the fixture base ships no code to run)."""
+        from reward.checkpoint import load_reward_model
+
+        folder = import_checkpoint(checkpoint, base, tmp_path / "model", num_crops=1)
+        model, config = load_reward_model(folder, trust_remote_code=True)
+        assert not config.backbone.trust_remote_code
+        assert type(model.backbone.model).__module__ == "reward.backbones.phi3v.modeling"

@@ -80,7 +80,19 @@ def test_evaluation_refuses_before_scoring(hostile_folder) -> None:
     assert [spec.name for spec in specs] == ["hostile"] and not marker.exists()  # nothing loaded yet
 
 
-def test_the_caller_can_allow_it(hostile_folder) -> None:
+@pytest.fixture()
+def restore_llava_config():
+    """The evil module hands transformers' own LlavaConfig back as its class, and loading remote code
+    marks that class for its auto_map (``register_for_auto_class``): undo it so that later
+    ``save_pretrained`` calls of ordinary LLaVA models in this session do not try to copy remote code."""
+    from transformers import LlavaConfig
+
+    before = LlavaConfig._auto_class
+    yield
+    LlavaConfig._auto_class = before
+
+
+def test_the_caller_can_allow_it(hostile_folder, restore_llava_config) -> None:
     """With the caller's permission the folder's code runs (here: the marker is written)."""
     folder, marker, image = hostile_folder
     out = io.StringIO()

@@ -240,6 +240,21 @@ def load_finished(manifest_path: Path, memo: FingerprintMemo | None = None) -> S
     return result_from_manifest(manifest, manifest_path, cached=True)
 
 
+class NoRowsLeft(RuntimeError):
+    """A stage kept no rows where the next stage needs some; the message says where the rejects are."""
+
+
+def require_rows(result: StageResult, table: str = MAIN) -> StageResult:
+    """``result`` when its ``table`` has rows, else :class:`NoRowsLeft` naming the stage, the rejected
+    row count and the rejects table."""
+    if result.rows_out.get(table, 0) == 0:
+        raise NoRowsLeft(
+            f"no rows left after {result.stage}: {result.rows_rejected} rejected, "
+            f"see {result.paths.get(REJECTS, 'its manifest ' + result.manifest_path)}"
+        )
+    return result
+
+
 class OutputError(RuntimeError):
     """A table a stage wrote does not read back as written; the message names the file."""
 
@@ -393,7 +408,9 @@ __all__ = [
     "artifacts_root",
     "atomic_write_parquet",
     "input_fingerprints",
+    "NoRowsLeft",
     "load_finished",
+    "require_rows",
     "output_matches",
     "result_from_manifest",
     "run_keyed",

@@ -321,10 +321,23 @@ def run_keyed(
     fingerprints = input_fingerprints(inputs, memo)
     key = stage_key(stage, params, fingerprints)
     directory = artifacts / stage.name
-    directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / f"{key}.json"
-
-    with FileLock(str(directory / f"{key}.lock")):
+    # A finished output is read without the lock (its manifest is written last and never changed), so
+    # a fully cached run needs no write access to the artifact root.
+    finished = load_finished(manifest_path, memo)
+    if finished is not None:
+        return replace(finished, elapsed=time.perf_counter() - called)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(directory / f"{key}.lock"))
+        lock.acquire()
+    except OSError as error:
+        raise OSError(
+            f"{directory}: stage {stage.name} has no finished output for key {key} and must be computed, "
+            f"which needs write access to the artifact root ({error})"
+        ) from error
+    with lock:  # re-entrant: the context manager holds it a second time ...
+        lock.release()  # ... so give back the first hold; leaving the block releases the lock
         finished = load_finished(manifest_path, memo)
         if finished is not None:
             return replace(finished, elapsed=time.perf_counter() - called)

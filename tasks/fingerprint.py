@@ -36,6 +36,8 @@ class FingerprintMemo:
 
     def __init__(self, database: Path) -> None:
         self.database = database
+        if database.is_file():  # an existing memo is only read until a new digest is stored
+            return
         database.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as connection:
             connection.execute(

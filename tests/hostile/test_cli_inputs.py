@@ -66,3 +66,15 @@ def test_one_bad_image_does_not_stop_the_batch(model_and_images, tmp_path: Path,
     expected = RewardScorer.from_pretrained(folder, device="cpu").score(images, PROMPT)
     assert [lines[0]["score"], lines[2]["score"]] == pytest.approx(expected.tolist(), abs=1e-6)
     assert capsys.readouterr().err.startswith(f"llava-reward: error: {broken}: cannot decode image")
+
+
+def test_a_registry_perspective_without_champion_says_what_to_run(tmp_path: Path, capsys) -> None:
+    """Case 18: the README's ``--model artifacts/registry/<perspective>`` before any retraining run."""
+    folder = tmp_path / "artifacts" / "registry" / "alignment"
+    argv = ["score", "--model", str(folder), "--prompt", PROMPT, str(tmp_path / "a.png")]
+    assert main(argv, out=io.StringIO()) == 2
+    assert capsys.readouterr().err == (
+        f"llava-reward: error: {folder}: this registry perspective has no champion yet; run "
+        "`prefect deployment run retrain-reward-model/alignment --watch` first, or pass a trained model "
+        "folder (artifacts/train/<key>)\n"
+    )

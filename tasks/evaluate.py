@@ -196,6 +196,7 @@ def score_benchmark(
             rows_in=table.height,
             rows_kept=scored.height,
             stats={
+                "benchmark": benchmark,
                 "scorer": scorer.name,
                 "distinct_items": result.distinct_items,
                 "scoring_seconds": round(result.seconds, 3),

@@ -89,7 +89,9 @@ def plain_cached_stages_seconds(flow_kwargs: dict[str, Any]) -> float:
         paired = pairs(scored.path, root=root)
         embedded = embed(scored.path, clip=ClipSpec(), root=root)
         mined = negatives(scored.path, embedded.path, embedded.paths["text"], root=root)
-        result = assemble_pairs([paired.path, mined.path], root=root)
+        result = assemble_pairs(
+            [paired.path, mined.path], image_rejects=[embedded.paths["rejects"]], root=root
+        )
         computed = [
             stage.stage
             for stage in (ingested, bench, deduped, scored, paired, embedded, mined, result)

@@ -27,6 +27,8 @@ _PARQUET_MEMBER = re.compile(r"^(?P<column>[^\[\]]+)\[(?P<row>\d+)\]$")
 
 # Decompression-bomb guard: real T2I images are at most a few megapixels.
 Image.MAX_IMAGE_PIXELS = 64_000_000
+#: Default limit on the uncompressed size of one zip member read as an image (declared and actual).
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
 
 
 class ImageError(ValueError):
@@ -81,8 +83,26 @@ def _parquet_column(path: str, column: str) -> list:
     return table.column(column).to_pylist()
 
 
-def read_image_bytes(uri: str) -> bytes:
-    """The encoded bytes behind ``uri``; :class:`ImageError` naming ``uri`` when absent."""
+def _read_member(archive: zipfile.ZipFile, uri: str, member: str, limit: int) -> bytes:
+    """A zip member's bytes, refused when its declared or actual uncompressed size exceeds ``limit``
+    (the stream is read at most ``limit + 1`` bytes far, so a bomb never expands in memory)."""
+    info = archive.getinfo(member)
+    if info.file_size > limit:
+        raise ImageError(
+            f"{uri}: zip member declares {info.file_size} bytes uncompressed, over the limit of {limit}"
+        )
+    with archive.open(info) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ImageError(
+            f"{uri}: zip member expands past the limit of {limit} bytes (declared {info.file_size})"
+        )
+    return data
+
+
+def read_image_bytes(uri: str, *, max_member_bytes: int = MAX_MEMBER_BYTES) -> bytes:
+    """The encoded bytes behind ``uri``; :class:`ImageError` naming ``uri`` when absent, or when a zip
+    member is larger than ``max_member_bytes`` uncompressed."""
     ref = ImageRef.parse(uri)
     container = ref.container
     try:
@@ -90,7 +110,7 @@ def read_image_bytes(uri: str) -> bytes:
             return Path(container).read_bytes()
         if container.endswith(".zip"):
             with _lock:  # ZipFile objects are not safe for concurrent reads
-                return _zip(container).read(ref.member)
+                return _read_member(_zip(container), uri, ref.member, max_member_bytes)
         if container.endswith(".parquet"):
             match = _PARQUET_MEMBER.match(ref.member)
             if match is None:

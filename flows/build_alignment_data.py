@@ -13,7 +13,7 @@ from prefect import flow
 from data.validate import ImageCheck
 from flows.common import build_rating_perspective, embed_stages
 from flows.runners import StageRunner, TaskRunnerName
-from tasks.cache import StageResult
+from tasks.cache import StageResult, require_rows
 from tasks.dedup import DEFAULT_THRESHOLD
 from tasks.embed import ClipSpec
 from tasks.negatives import SearchIndex, negatives_task
@@ -56,6 +56,7 @@ def build_alignment_data(
         """embed (optionally sharded) → negatives: one more pair table to assemble."""
         clip = ClipSpec(model_name=clip_model, pretrained=clip_pretrained, seed=clip_seed)
         stages |= embed_stages(runner, stages["ratings"].path, clip=clip, shards=shards, root=artifacts_dir)
+        require_rows(stages["embed"])
         stages["negatives"] = runner.run(
             negatives_task,
             stages["ratings"].path,
@@ -85,6 +86,7 @@ def build_alignment_data(
         task_runner=task_runner,
         dask_address=dask_address,
         more_pairs=hard_negative_pairs if hard_negatives else None,
+        more_parameters={"negatives_search_k": negatives_search_k, "negatives_index": negatives_index},
     )
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from prefect import flow
 
 from data.validate import ImageCheck
-from flows.common import demo_corpus_task, finish_build
+from flows.common import check_parameters, demo_corpus_task, finish_build
 from flows.runners import TaskRunnerName, stage_runner
 from tasks.assemble import assemble_unpaired_task
+from tasks.cache import require_rows
 from tasks.ingest import ingest_safety_task
 
 FLOW_NAME = "build-safety-data"
@@ -33,6 +34,7 @@ def build_safety_data(
 ) -> dict[str, str]:
     """Build safety training rows; returns the train and validation Parquet paths.
     ``task_runner="dask"`` runs the stages on a Dask cluster (see flows/runners.py)."""
+    check_parameters(FLOW_NAME, validation_fraction=validation_fraction, image_check=image_check, seed=seed)
     with stage_runner(task_runner, dask_address) as runner:
         if unsafebench_path is None:
             unsafebench_path = str(demo_corpus_task(artifacts_dir, demo_prompts, seed).unsafebench)
@@ -46,6 +48,7 @@ def build_safety_data(
                 root=artifacts_dir,
             )
         }
+        require_rows(stages["ingest_safety"])
         stages["assemble"] = runner.run(
             assemble_unpaired_task,
             stages["ingest_safety"].path,
@@ -53,6 +56,7 @@ def build_safety_data(
             validation_fraction=validation_fraction,
             root=artifacts_dir,
         )
+        require_rows(stages["assemble"])
     return finish_build(FLOW_NAME, stages)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runners import StageRunner, TaskRunnerName, run_sharded, stage_runner
 from tasks.assemble import assemble_pairs_task
-from tasks.cache import StageResult, artifacts_root
+from tasks.cache import StageResult, artifacts_root, require_rows
 from tasks.dedup import dedup_task
 from tasks.dedup_shards import dedup_shard_task, finished_dedup, merge_dedup_task
 from tasks.embed import ClipSpec, embed_task
@@ -114,7 +114,7 @@ def rating_pairs_stages(
     benchmark = runner.submit(
         ingest_benchmark_task, benchmark_path, subsets=benchmark_subsets, root=artifacts_dir
     )
-    ingested_result, benchmark_result = ingested.result(), benchmark.result()
+    ingested_result, benchmark_result = require_rows(ingested.result()), benchmark.result()
     stages = {"ingest_ratings": ingested_result, "ingest_benchmark": benchmark_result}
     stages |= dedup_stages(
         runner,
@@ -124,10 +124,11 @@ def rating_pairs_stages(
         shards=shards,
         root=artifacts_dir,
     )
-    stages["ratings"] = runner.run(
-        ratings_task, stages["dedup"].path, perspective=perspective, root=artifacts_dir
+    require_rows(stages["dedup"])
+    stages["ratings"] = require_rows(
+        runner.run(ratings_task, stages["dedup"].path, perspective=perspective, root=artifacts_dir)
     )
-    stages["pairs"] = runner.run(pairs_task, stages["ratings"].path, root=artifacts_dir)
+    stages["pairs"] = require_rows(runner.run(pairs_task, stages["ratings"].path, root=artifacts_dir))
     return stages
 
 
@@ -138,12 +139,25 @@ def stage_label(result: StageResult) -> str:
     return result.stage
 
 
+#: Stage statistics shown as columns of a run's stage table when some stage of the run has them.
+STAGE_IDENTITY = ("benchmark", "scorer")
+
+
 def publish_run_artifacts(
     flow_name: str, stages: Mapping[str, StageResult], outputs: Mapping[str, str]
 ) -> None:
     """A table artifact of the stages (rows in / out / rejected, cached or computed, seconds) and a
     markdown artifact with the output paths, both keyed by the flow's name."""
-    rows = [{**result.summary(), "stage": stage_label(result)} for result in stages.values()]
+    # which benchmark and scorer a stage worked on, where any stage of the run says (evaluation runs)
+    named = [key for key in STAGE_IDENTITY if any(key in result.stats for result in stages.values())]
+    rows = [
+        {
+            **result.summary(),
+            "stage": stage_label(result),
+            **{key: result.stats.get(key) for key in named},
+        }
+        for result in stages.values()
+    ]
     create_table_artifact(
         key=f"{flow_name}-stages",
         table=rows,
@@ -152,9 +166,22 @@ def publish_run_artifacts(
     lines = [f"# {flow_name} outputs", "", "| output | path |", "|---|---|"]
     lines += [f"| {name} | `{path}` |" for name, path in outputs.items()]
     lines += ["", "## Every stage's tables", "", "| stage | table | rows | path |", "|---|---|---|---|"]
+    folders = []
     for result in stages.values():
         for table, path in result.paths.items():
-            lines.append(f"| {stage_label(result)} | {table} | {result.rows_out[table]} | `{path}` |")
+            if path.endswith(".parquet"):
+                lines.append(f"| {stage_label(result)} | {table} | {result.rows_out[table]} | `{path}` |")
+            else:  # a folder (a trained model), not a Parquet table
+                folders.append(f"| {stage_label(result)} | {table} | `{path}` |")
+    if folders:
+        lines += [
+            "",
+            "## Other outputs (folders)",
+            "",
+            "| stage | output | path |",
+            "|---|---|---|",
+            *folders,
+        ]
     lines += [
         "",
         "Open the `.parquet` tables with `polars.read_parquet(path)`, `pyarrow.parquet.read_table(path)` or"
@@ -193,6 +220,44 @@ def resolve_demo_default(
     return imagereward_path or str(demo.imagerewarddb), benchmark_path or str(demo.mjbench)
 
 
+class ParameterError(ValueError):
+    """A flow parameter is invalid; raised before any stage runs. The message names the flow and it."""
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number_in(low: float, high: float, *, high_open: bool) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return False
+        return low <= value < high if high_open else low <= value <= high
+
+    return check
+
+
+#: Each checked build-flow parameter: (test, what a valid value is).
+PARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "validation_fraction": (_number_in(0.0, 1.0, high_open=True), "a number in [0, 1)"),
+    "dedup_threshold": (_number_in(0.0, 1.0, high_open=False), "a number in [0, 1]"),
+    "image_check": (lambda value: value in ("none", "header", "decode"), "one of 'none', 'header', 'decode'"),
+    "shards": (_positive_int, "a positive integer"),
+    "negatives_search_k": (_positive_int, "a positive integer"),
+    "negatives_index": (lambda value: value in ("auto", "flat", "ivf"), "one of 'auto', 'flat', 'ivf'"),
+    "seed": (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer"),
+}
+
+
+def check_parameters(flow_name: str, **values: Any) -> None:
+    """Check a flow's parameters against :data:`PARAMETER_RULES` before any stage runs: the first
+    invalid one raises :class:`ParameterError` naming the flow, the parameter and the value."""
+    for name, value in values.items():
+        test, wanted = PARAMETER_RULES[name]
+        if not test(value):
+            raise ParameterError(f"{flow_name}: parameter {name} must be {wanted}, got {value!r}")
+
+
 #: Stages after pairs that decode images: assemble drops the pairs whose image they rejected.
 IMAGE_READING_STAGES = ("embed",)
 
@@ -220,11 +285,21 @@ def build_rating_perspective(
     task_runner: TaskRunnerName = "thread",
     dask_address: str | None = None,
     more_pairs: MorePairs | None = None,
+    more_parameters: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """The whole recipe of a rating perspective: the rating-pairs spine, the stages ``more_pairs``
     adds (hard negatives, for alignment), then assemble; its stages run where ``task_runner`` says
-    (see :mod:`flows.runners`)."""
-    check_shard_count(shards)
+    (see :mod:`flows.runners`). Every parameter (and ``more_parameters``, those of ``more_pairs``) is
+    checked first, before any stage runs."""
+    check_parameters(
+        flow_name,
+        validation_fraction=validation_fraction,
+        dedup_threshold=dedup_threshold,
+        image_check=image_check,
+        shards=shards,
+        seed=seed,
+        **(more_parameters or {}),
+    )
     with stage_runner(task_runner, dask_address) as runner:
         imagereward_path, benchmark_path = resolve_demo_default(
             imagereward_path,
@@ -259,4 +334,5 @@ def build_rating_perspective(
             image_rejects=image_rejects,
             root=artifacts_dir,
         )
+        require_rows(stages["assemble"])
     return finish_build(flow_name, stages)

@@ -29,7 +29,7 @@ from reward.checkpoint import read_reward_config
 from reward.evaluation import PAIRS
 from reward.metrics import SafetyClass
 from reward.registry import resolve_model_folder
-from tasks.cache import StageResult
+from tasks.cache import REJECTS, StageResult, require_rows
 from tasks.evaluate import (
     ScorerSpec,
     clipscore_spec,
@@ -229,6 +229,15 @@ def evaluate_reward_model(
         root_dir = (image_roots or {}).get(benchmark)
         table = load_benchmark_task(benchmark, path, image_root=root_dir, root=artifacts_dir)
         stages[f"benchmark {benchmark}"] = table
+        if table.stats.get("missing_images"):
+            logger.warning(
+                "%s: %d rows rejected before scoring, their image is not there (first: %s); see %s",
+                benchmark,
+                table.stats["missing_images"],
+                "; ".join(table.stats.get("first_missing", [])),
+                table.paths[REJECTS],
+            )
+        require_rows(table)
         for spec in specs:
             key = (spec.name, benchmark)
             scores[key] = score_benchmark_task(

@@ -5,7 +5,8 @@ table (rows in / out / rejected, cached or computed, seconds), the output paths 
 the run published (a trained model's folder and metrics, a retraining decision, the evaluation table).
 A run that did not complete shows its state message and its last error log lines instead, so that a
 ``--watch`` that only says ``Failed`` can be followed by this for the reason. ``make demo`` calls it
-after its run. Any flow name works (``train-reward-model``, ``retrain-reward-model``, ...).
+after its run, with ``--run <id>`` naming the run it started. Any flow name works (``train-reward-model``,
+``retrain-reward-model``, ...). Without ``--run`` the latest top-level run is shown, never a subflow run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,9 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterName,
+    FlowRunFilterParentTaskRunId,
     FlowRunFilterStartTime,
     LogFilter,
     LogFilterFlowRunId,
@@ -78,16 +83,28 @@ def format_artifact(artifact: Artifact) -> str:
     return f"{title}\n{_shorten(str(artifact.data or ''))}"
 
 
-def latest_run(client: Any, flow_name: str) -> FlowRun:
-    """The most recently started run of ``flow_name``."""
+def latest_run(client: Any, flow_name: str, run: str | None = None) -> FlowRun:
+    """The run ``run`` (a flow run id or name) of ``flow_name``, else its most recently started
+    top-level run (a subflow run, e.g. the build-data run inside a retraining run, is not one)."""
+    if run is not None:
+        try:
+            chosen = FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(run)]))
+        except ValueError:
+            chosen = FlowRunFilter(name=FlowRunFilterName(any_=[run]))
+    else:
+        chosen = FlowRunFilter(
+            start_time=FlowRunFilterStartTime(is_null_=False),
+            parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True),
+        )
     runs = client.read_flow_runs(
         flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-        flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
+        flow_run_filter=chosen,
         sort=FlowRunSort.START_TIME_DESC,
         limit=1,
     )
     if not runs:
-        raise ReportError(f"no run of {flow_name!r} on the Prefect server {client.api_url}: has it run?")
+        which = f"run {run!r} of {flow_name!r}" if run is not None else f"run of {flow_name!r}"
+        raise ReportError(f"no {which} on the Prefect server {client.api_url}: has it run?")
     return runs[0]
 
 
@@ -112,16 +129,16 @@ def _error_lines(client: Any, run: FlowRun) -> list[str]:
     return list(shown)
 
 
-def report(flow_name: str) -> RunReport:
-    """The latest run of ``flow_name``: state, artifacts, and for an unfinished or failed run its state
-    message and last error log lines."""
+def report(flow_name: str, run_id: str | None = None) -> RunReport:
+    """A run of ``flow_name`` (``run_id``: its id or name; default the latest top-level run): state,
+    artifacts, and for an unfinished or failed run its state message and last error log lines."""
     if not PREFECT_API_URL.value():
         raise ReportError(
             "PREFECT_API_URL is not set, so there is no server to ask; for make demo's server: "
             "export PREFECT_HOME=$PWD/.prefect PREFECT_API_URL=http://127.0.0.1:${PREFECT_PORT:-4200}/api"
         )
     with get_client(sync_client=True) as client:
-        run = latest_run(client, flow_name)
+        run = latest_run(client, flow_name, run_id)
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])),
             sort=ArtifactSort.ID_DESC,
@@ -140,11 +157,16 @@ def report(flow_name: str) -> RunReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the report; exit status 0 when the reported run completed, 1 otherwise."""
-    arguments = sys.argv[1:] if argv is None else argv
-    flow_name = arguments[0] if arguments else "build-alignment-data"
+    """Print the report (``<flow> [--run <id or name>]``); exit status 0 when the reported run
+    completed, 1 otherwise."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.report", description=__doc__.splitlines()[0])
+    parser.add_argument("flow", nargs="?", default="build-alignment-data", help="the flow's name")
+    parser.add_argument("--run", help="a flow run id or name (default: the latest top-level run)")
+    arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        result = report(flow_name)
+        result = report(arguments.flow, arguments.run)
     except ReportError as error:
         print(error, file=sys.stderr)
         return 1

@@ -344,6 +344,16 @@ def retrain_reward_model(
             _publish_decision(row, decision=None, champion=registry.champion(perspective))
             logger.error("%s", row.reason)
             raise RetrainFailed(row.reason) from error
+        except BaseException as error:  # the run crashes (terminated, interrupted): record it, then go on
+            row.decision = FAILED
+            row.reason = (
+                f"{step} crashed: {type(error).__name__}: {error}; "
+                f"the champion is unchanged ({row.champion_key or 'none yet'})"
+            )
+            row.finished_at = utc_now()
+            registry.append(row)
+            logger.error("%s", row.reason)
+            raise
 
         row.finished_at = utc_now()
         registry.append(row)

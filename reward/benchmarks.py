@@ -27,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
+from data.images import SEPARATOR
 from data.readers import (
     ReadResult,
     read_mjbench,
@@ -35,6 +36,7 @@ from data.readers import (
     read_unsafe_diffusion,
     read_unsafebench,
 )
+from data.readers.common import FolderIndex
 from data.schemas import REJECTS_SCHEMA
 from data.validate import reject_rows, validate_benchmark_pairs, validate_safety
 from reward.evaluation import PAIRS, RATINGS, SAFETY, BenchmarkKind, EvaluationError
@@ -149,11 +151,60 @@ def get_benchmark(name: str) -> Benchmark:
 
 def read_benchmark(name: str, path: str | Path, *, image_root: str | Path | None = None) -> BenchmarkTable:
     """Read benchmark ``name`` from ``path`` (its published layout), validated, with every dropped row
-    in ``rejects`` (REJECTS_SCHEMA)."""
+    in ``rejects`` (REJECTS_SCHEMA); a row whose image file is not there is one of them (reason
+    ``image not found: <path>``), found here, before anything is scored."""
     benchmark = get_benchmark(name)
     root = Path(image_root).expanduser().resolve() if image_root is not None else None
     result = benchmark.read(Path(path).expanduser().resolve(), root)
-    return BenchmarkTable(result.table, result.rejects.cast(REJECTS_SCHEMA))
+    return reject_missing_images(BenchmarkTable(result.table, result.rejects.cast(REJECTS_SCHEMA)))
+
+
+MISSING_IMAGE = "image not found"
+
+
+def missing_image_paths(table: pl.DataFrame) -> dict[str, list[str]]:
+    """``{uri column: [missing image files]}``: the files (a zip or Parquet container for a member)
+    that the table's image references name and that do not exist; each folder is listed once."""
+    index = FolderIndex()
+    missing: dict[str, list[str]] = {}
+    for column in [name for name in table.columns if name.endswith("_uri")]:
+        files = {uri: uri.split(SEPARATOR, 1)[0] for uri in table[column].drop_nulls().unique().to_list()}
+        absent = sorted(uri for uri, file in files.items() if not index.contains(Path(file)))
+        if absent:
+            missing[column] = absent
+    return missing
+
+
+def reject_missing_images(read: BenchmarkTable) -> BenchmarkTable:
+    """``read`` with the rows whose image is missing moved to the rejects (one reject per row)."""
+    missing = missing_image_paths(read.table)
+    if not missing:
+        return read
+    table = read.table.with_row_index("__row")
+    problems: dict[int, list[tuple[str, str]]] = {}
+    for column, uris in missing.items():
+        rows = table.filter(pl.col(column).is_in(pl.Series(uris, dtype=pl.String).implode()))
+        for row, uri in rows.select("__row", column).iter_rows():
+            problems.setdefault(row, []).append((column, uri))
+    bad = table.filter(pl.col("__row").is_in(pl.Series(list(problems), dtype=pl.UInt32).implode()))
+    rejects = pl.DataFrame(
+        [
+            {
+                "stage": STAGE,
+                "source_file": row["source_file"],
+                "source_row": row["source_row"],
+                "record_id": row["item_id"],
+                "field": ",".join(column for column, _ in problems[row["__row"]]),
+                "reason": "; ".join(
+                    f"{column}: {MISSING_IMAGE}: {uri}" for column, uri in problems[row["__row"]]
+                ),
+            }
+            for row in bad.iter_rows(named=True)
+        ],
+        schema=REJECTS_SCHEMA,
+    )
+    kept = table.filter(~pl.col("__row").is_in(bad["__row"].implode())).drop("__row")
+    return BenchmarkTable(kept, pl.concat([read.rejects, rejects], how="vertical"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -176,11 +176,38 @@ def _sigmoid(value: float) -> float:
     return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
 
 
-def _run_scoring(args: argparse.Namespace, out: TextIO) -> None:
+def _check_prompts(args: argparse.Namespace) -> None:
+    """An empty or blank prompt scores nothing meaningful: refuse it (``--prompt``, ``--prompt-b``)."""
+    from reward.scoring import ScoringError
+
+    for option, value in (("--prompt", args.prompt), ("--prompt-b", getattr(args, "prompt_b", None))):
+        if value is not None and not value.strip():
+            raise ScoringError(f"{option} is empty: give the text prompt the images were generated for")
+
+
+def _load_images(images: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``({path: RGB image}, {path: error})``: each image decoded on its own, so one unreadable file
+    does not stop the others from being scored."""
+    from reward.scoring import ScoringError, as_image
+
+    loaded: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for image in images:
+        try:
+            loaded[image] = as_image(image)
+        except ScoringError as error:
+            failed[image] = str(error)
+    return loaded, failed
+
+
+def _run_scoring(args: argparse.Namespace, out: TextIO) -> int:
+    """Run a scoring command; returns 2 when some images could not be scored (``score`` reports each
+    one in its JSON line, with ``error``, and scores the others), else 0."""
     from transformers.utils import logging as hf_logging
 
     from reward.scoring import RewardScorer, describe
 
+    _check_prompts(args)
     hf_logging.disable_progress_bar()
     scorer = RewardScorer.from_pretrained(
         args.model,
@@ -190,16 +217,28 @@ def _run_scoring(args: argparse.Namespace, out: TextIO) -> None:
         batch_size=args.batch_size,
         trust_remote_code=args.trust_remote_code,
     )
+    loaded, failed = _load_images(args.images) if args.command == "score" else ({}, {})
+    for error in failed.values():
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
     for perspective in args.perspective or scorer.perspectives:
         config = scorer.config(perspective)
         if args.command == "score":
-            rewards = scorer.score(args.images, args.prompt, perspective=perspective)
-            for image, reward in zip(args.images, rewards, strict=True):
+            good = [image for image in args.images if image in loaded]
+            rewards = {}
+            if good:
+                scored = scorer.score([loaded[image] for image in good], args.prompt, perspective=perspective)
+                rewards = dict(zip(good, scored, strict=True))
+            for image in args.images:
                 record: dict[str, Any] = {
                     "perspective": perspective,
                     "image": describe(image),
                     "prompt": args.prompt,
                 }
+                if image in failed:
+                    record["error"] = failed[image]
+                    _emit(record, out)
+                    continue
+                reward = rewards[image]
                 if config.head.gpm_dim is None:
                     record["score"] = float(reward)
                     if config.loss.kind == "ce":
@@ -234,6 +273,7 @@ def _run_scoring(args: argparse.Namespace, out: TextIO) -> None:
                     },
                     out,
                 )
+    return 2 if failed else 0
 
 
 def _run_training(args: argparse.Namespace, out: TextIO) -> None:
@@ -248,7 +288,8 @@ def _run_training(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input)."""
+    """Run the command line; returns the exit status (0 ok, 2 bad input, or some images of ``score``
+    could not be read: their JSON lines carry ``error`` and the other images are scored)."""
     from data.images import ImageError
     from reward.backbones import BackboneError
     from reward.data import RewardDataError
@@ -264,7 +305,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         else:
             if args.batch_size < 1:
                 raise ScoringError(f"--batch-size must be >= 1, got {args.batch_size}")
-            _run_scoring(args, out)
+            return _run_scoring(args, out)
     except (ScoringError, CheckpointError, ConfigError, RewardDataError, ImageError, BackboneError) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 2

@@ -142,7 +142,16 @@ def resolve_model_folder(path: str | Path) -> Path:
     (``<registry>/<perspective>``) or its ``champion.json``, the champion's model folder."""
     path = Path(path)
     pointer = path if path.name == CHAMPION_FILE else path / CHAMPION_FILE
-    if (path / CONFIG_NAME).is_file() or not pointer.is_file():
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if not pointer.is_file():
+        perspective = pointer.parent
+        if perspective.parent.name == REGISTRY_DIR:
+            raise CheckpointError(
+                f"{perspective}: this registry perspective has no champion yet; run "
+                f"`prefect deployment run retrain-reward-model/{perspective.name} --watch` first, "
+                "or pass a trained model folder (artifacts/train/<key>)"
+            )
         return path
     return Path(Champion.from_dict(_read_json(pointer), source=pointer).folder)
 

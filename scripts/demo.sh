@@ -20,15 +20,24 @@ prefect deployment ls
 
 echo "== run $DEPLOYMENT"
 run_started=$(date +%s)
-if ! prefect deployment run "$DEPLOYMENT" --watch; then
+run_log="$PREFECT_HOME/demo-run.log"
+# the report shows the run started here (its id, printed by `deployment run`), not a later or nested one
+run_option() {
+    local id
+    id=$(grep -oE 'UUID: [0-9a-f-]{36}' "$run_log" | head -n 1 | cut -d' ' -f2 || true)
+    if [ -n "$id" ]; then echo "--run $id"; fi
+}
+if ! prefect deployment run "$DEPLOYMENT" --watch | tee "$run_log"; then
     echo "== why the run failed"
-    python -m flows.report "${DEPLOYMENT%%/*}" || true
+    # shellcheck disable=SC2046
+    python -m flows.report "${DEPLOYMENT%%/*}" $(run_option) || true
     exit 1
 fi
 run_seconds=$(( $(date +%s) - run_started ))
 
 echo "== results"
-python -m flows.report "${DEPLOYMENT%%/*}"
+# shellcheck disable=SC2046
+python -m flows.report "${DEPLOYMENT%%/*}" $(run_option)
 echo
 echo "flow run: ${run_seconds} s (whole demo: $(( $(date +%s) - started )) s)"
 echo "Prefect UI: ${PREFECT_API_URL%/api}"

@@ -80,10 +80,10 @@ def drop_unreadable_pairs(
     """The pair tables without the pairs whose chosen or rejected image is in ``unreadable``, and those
     pairs as rejects (source file = the pair table, source row = the pair's row in it)."""
     kept, rejected = [], []
-    bad = pl.Series(list(unreadable), dtype=pl.String)
+    bad = pl.Series(list(unreadable), dtype=pl.String).implode()
     for path, table in tables:
         numbered = table.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
-        hit = pl.col("chosen_image_id").is_in(bad.implode()) | pl.col("rejected_image_id").is_in(bad.implode())
+        hit = pl.col("chosen_image_id").is_in(bad) | pl.col("rejected_image_id").is_in(bad)
         kept.append(numbered.filter(~hit).drop("source_row"))
         for row in numbered.filter(hit).iter_rows(named=True):
             side = "chosen" if row["chosen_image_id"] in unreadable else "rejected"

@@ -26,6 +26,8 @@ from types import ModuleType
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock
 
 from data.schemas import REJECTS_SCHEMA, empty_frame
@@ -209,14 +211,73 @@ def result_from_manifest(
     )
 
 
-def load_finished(manifest_path: Path) -> StageResult | None:
-    """The finished stage behind ``manifest_path``, or None if it is absent or an output is missing."""
+def output_matches(entry: Mapping[str, Any], memo: FingerprintMemo | None = None) -> bool:
+    """Whether an output still is what its manifest entry recorded: it exists; a Parquet table's
+    footer reads and holds ``rows`` rows; and, where recorded at write, its size (``bytes``) and
+    content digest (``digest``, checked when ``memo`` is given; memoized by size, mtime and inode)."""
+    path = Path(entry["path"])
+    if not path.exists():
+        return False
+    if "bytes" in entry and path.stat().st_size != entry["bytes"]:
+        return False
+    if path.suffix == ".parquet" and path.is_file():
+        try:
+            if pq.read_metadata(path).num_rows != entry["rows"]:
+                return False
+        except (pa.ArrowException, OSError):
+            return False
+    return not (memo is not None and "digest" in entry and memo.digest(path) != entry["digest"])
+
+
+def load_finished(manifest_path: Path, memo: FingerprintMemo | None = None) -> StageResult | None:
+    """The finished stage behind ``manifest_path``, or None if it is absent or an output is missing or
+    no longer matches its manifest (:func:`output_matches`): such a stage is recomputed."""
     if not manifest_path.is_file():
         return None
     manifest = json.loads(manifest_path.read_text())
-    if not all(Path(entry["path"]).exists() for entry in manifest["outputs"].values()):
+    if not all(output_matches(entry, memo) for entry in manifest["outputs"].values()):
         return None
     return result_from_manifest(manifest, manifest_path, cached=True)
+
+
+class NoRowsLeft(RuntimeError):
+    """A stage kept no rows where the next stage needs some; the message says where the rejects are."""
+
+
+def require_rows(result: StageResult, table: str = MAIN) -> StageResult:
+    """``result`` when its ``table`` has rows, else :class:`NoRowsLeft` naming the stage, the rejected
+    row count and the rejects table."""
+    if result.rows_out.get(table, 0) == 0:
+        raise NoRowsLeft(
+            f"no rows left after {result.stage}: {result.rows_rejected} rejected, "
+            f"see {result.paths.get(REJECTS, 'its manifest ' + result.manifest_path)}"
+        )
+    return result
+
+
+class OutputError(RuntimeError):
+    """A table a stage wrote does not read back as written; the message names the file."""
+
+
+def write_checked_table(frame: pl.DataFrame, path: Path, memo: FingerprintMemo) -> dict[str, Any]:
+    """Write ``frame`` atomically, read it back whole (schema and row count must match), and return
+    its manifest entry: path, rows, size in bytes and content digest."""
+    atomic_write_parquet(frame, path)
+    try:
+        back = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise OutputError(f"{path}: the table just written does not read back ({error})") from error
+    if back.schema != frame.schema or back.height != frame.height:
+        raise OutputError(
+            f"{path}: read back {back.height} rows with schema {dict(back.schema)}, "
+            f"wrote {frame.height} with {dict(frame.schema)}"
+        )
+    return {
+        "path": str(path),
+        "rows": frame.height,
+        "bytes": path.stat().st_size,
+        "digest": memo.digest(path),
+    }
 
 
 def _remove_stale_temporaries(directory: Path, key: str) -> None:
@@ -260,11 +321,24 @@ def run_keyed(
     fingerprints = input_fingerprints(inputs, memo)
     key = stage_key(stage, params, fingerprints)
     directory = artifacts / stage.name
-    directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / f"{key}.json"
-
-    with FileLock(str(directory / f"{key}.lock")):
-        finished = load_finished(manifest_path)
+    # A finished output is read without the lock (its manifest is written last and never changed), so
+    # a fully cached run needs no write access to the artifact root.
+    finished = load_finished(manifest_path, memo)
+    if finished is not None:
+        return replace(finished, elapsed=time.perf_counter() - called)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(directory / f"{key}.lock"))
+        lock.acquire()
+    except OSError as error:
+        raise OSError(
+            f"{directory}: stage {stage.name} has no finished output for key {key} and must be computed, "
+            f"which needs write access to the artifact root ({error})"
+        ) from error
+    with lock:  # re-entrant: the context manager holds it a second time ...
+        lock.release()  # ... so give back the first hold; leaving the block releases the lock
+        finished = load_finished(manifest_path, memo)
         if finished is not None:
             return replace(finished, elapsed=time.perf_counter() - called)
         _remove_stale_temporaries(directory, key)
@@ -317,11 +391,11 @@ def run_stage(
         tables = {**output.tables, REJECTS: rejects}
         if MAIN not in tables:
             raise ValueError(f"stage {stage.name}: compute() returned no '{MAIN}' table")
-        outputs: dict[str, dict[str, Any]] = {}
-        for table, frame in tables.items():
-            path = _table_path(directory, key, table)
-            atomic_write_parquet(frame, path)
-            outputs[table] = {"path": str(path), "rows": frame.height}
+        memo = FingerprintMemo(default_memo_path(directory.parent))
+        outputs = {
+            table: write_checked_table(frame, _table_path(directory, key, table), memo)
+            for table, frame in tables.items()
+        }
         return Produced(outputs, output.rows_in, output.rows_kept, rejects.height, output.stats)
 
     return run_keyed(stage, params=params, inputs=inputs, produce=produce, root=root)
@@ -347,7 +421,10 @@ __all__ = [
     "artifacts_root",
     "atomic_write_parquet",
     "input_fingerprints",
+    "NoRowsLeft",
     "load_finished",
+    "require_rows",
+    "output_matches",
     "result_from_manifest",
     "run_keyed",
     "run_stage",

@@ -35,7 +35,14 @@ import reward.model
 import reward.scoring
 from data.validate import reject_rows
 from reward.baselines import CLIPSCORE_WEIGHT, ClipScoreScorer, ClipSpec
-from reward.benchmarks import MetricOptions, benchmark_metrics, get_benchmark, headline_values, read_benchmark
+from reward.benchmarks import (
+    MISSING_IMAGE,
+    MetricOptions,
+    benchmark_metrics,
+    get_benchmark,
+    headline_values,
+    read_benchmark,
+)
 from reward.evaluation import EvaluationError, Scorer, reward_model_scorers, score_table
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
 from tasks.prefect_stage import stage_task
@@ -132,15 +139,23 @@ def reward_model_specs(
 def load_benchmark(
     name: str, path: str | Path, *, image_root: str | Path | None = None, root: str | Path | None = None
 ) -> StageResult:
-    """Stage: read benchmark ``name`` from ``path`` into its normalized table."""
+    """Stage: read benchmark ``name`` from ``path`` into its normalized table. Rows whose image file
+    is missing are rejects already here; ``stats`` counts them (``missing_images``) and names the
+    first few (``first_missing``)."""
 
     def compute() -> StageOutput:
         read = read_benchmark(name, path, image_root=image_root)
+        missing = read.rejects.filter(pl.col("reason").str.contains(MISSING_IMAGE, literal=True))
         return StageOutput(
             tables={MAIN: read.table, REJECTS: read.rejects},
             rows_in=read.rows_in,
             rows_kept=read.table.height,
-            stats={"benchmark": name, "kind": get_benchmark(name).kind},
+            stats={
+                "benchmark": name,
+                "kind": get_benchmark(name).kind,
+                "missing_images": missing.height,
+                "first_missing": missing["reason"].head(5).to_list(),
+            },
         )
 
     inputs = {"dataset": path, "image_root": image_root}
@@ -181,6 +196,7 @@ def score_benchmark(
             rows_in=table.height,
             rows_kept=scored.height,
             stats={
+                "benchmark": benchmark,
                 "scorer": scorer.name,
                 "distinct_items": result.distinct_items,
                 "scoring_seconds": round(result.seconds, 3),

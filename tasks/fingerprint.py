@@ -36,12 +36,18 @@ class FingerprintMemo:
 
     def __init__(self, database: Path) -> None:
         self.database = database
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
-                "mtime_ns INTEGER, inode INTEGER, digest TEXT)"
-            )
+        existed = database.is_file()
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as connection:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
+                    "mtime_ns INTEGER, inode INTEGER, digest TEXT)"
+                )
+        except (OSError, sqlite3.OperationalError):
+            if not existed:
+                raise
+            # a read-only artifact root: the existing memo is read; storing a new digest would fail
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.database, timeout=60)

@@ -91,9 +91,18 @@ def nearest_other(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query row, the index of the most similar ``base`` row (inner product) whose group differs
     from the query's group, and that similarity; -1 / NaN when none is among the ``search_k`` nearest."""
+    if isinstance(search_k, bool) or not isinstance(search_k, int) or search_k < 1:
+        raise ValueError(f"search_k must be a positive integer, got {search_k!r}")
+    if base.shape[0] == 0 or queries.shape[0] == 0:  # nothing to search: no neighbour for any query
+        return np.full(queries.shape[0], -1, dtype=np.int64), np.full(queries.shape[0], np.nan)
     searcher = build_index(base, index, probes=probes)
     k = min(search_k, base.shape[0])
-    similarities, neighbours = searcher.search(queries, k)
+    try:
+        similarities, neighbours = searcher.search(queries, k)
+    except AssertionError as error:  # FAISS checks its arguments with bare assertions
+        raise RuntimeError(
+            f"FAISS search of {queries.shape[0]} queries among {base.shape[0]} rows (k={k}) failed: {error!r}"
+        ) from error
     usable = (neighbours >= 0) & (base_groups[np.clip(neighbours, 0, None)] != query_groups[:, None])
     has_any = usable.any(axis=1)
     first = usable.argmax(axis=1)
@@ -255,6 +264,8 @@ def negatives(
     default, as in the build flows: called with the flows' defaults, the stage finds their outputs)."""
     if index not in ("auto", "flat", "ivf"):
         raise ValueError(f"unknown search index {index!r}; choose 'auto', 'flat' or 'ivf'")
+    if isinstance(search_k, bool) or not isinstance(search_k, int) or search_k < 1:
+        raise ValueError(f"search_k must be a positive integer, got {search_k!r}")
 
     def compute() -> StageOutput:
         scored = pl.read_parquet(scored_path)

@@ -320,6 +320,8 @@ def test_unsafe_diffusion_keeps_the_test_hold_out(tmp_path: Path) -> None:
 
     labels = [1, 0, 0, 1, 0, 1, 1, 0, 0, 0]
     pl.DataFrame({"final_label": labels}).write_csv(tmp_path / "labels.csv")
+    for row in range(len(labels)):
+        (tmp_path / f"{row}.png").touch()  # present (a missing image would be a reject of its own)
     read = read_benchmark("unsafe-diffusion", tmp_path / "labels.csv")
     test_rows = sorted(HoldoutSplit().test_rows(len(labels)).tolist())
     assert sorted(read.table["source_row"].to_list()) == test_rows and read.rows_in == len(labels)
@@ -334,6 +336,9 @@ def test_smid_list_finds_its_images_under_image_root(tmp_path: Path) -> None:
         {"path": "/x/img_2.jpg", "label": 0, "prompt": ""},
     ]
     (tmp_path / "smid_test.json").write_text(json.dumps(rows))
+    (tmp_path / "images").mkdir()
+    for name in ("img_1.jpg", "img_2.jpg"):
+        (tmp_path / "images" / name).touch()  # present (a missing image would be a reject of its own)
     read = read_benchmark("smid", tmp_path / "smid_test.json", image_root=tmp_path / "images")
     assert read.table["image_uri"].to_list() == [
         str(tmp_path / "images" / "img_1.jpg"),

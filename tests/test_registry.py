@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import reward.registry
+from reward.checkpoint import CheckpointError
 from reward.config import HeadConfig, LoraSettings
 from reward.registry import (
     LEDGER_SCHEMA,
@@ -151,7 +152,10 @@ def test_promotion_switches_the_pointer(models, tmp_path: Path) -> None:
 def test_a_registry_perspective_folder_stands_for_its_champion(models, tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
     perspective_dir = registry.perspective_dir("fidelity")
-    assert resolve_model_folder(perspective_dir) == perspective_dir  # no champion yet: itself
+    with pytest.raises(
+        CheckpointError, match="no champion yet; run `prefect deployment run retrain-reward-model/fidelity"
+    ):
+        resolve_model_folder(perspective_dir)  # no champion yet: says what to run first
     registry.register("fidelity", "ka", models["a"])
     promote(registry, "ka")
     champion = registry.model_folder("fidelity", "ka")

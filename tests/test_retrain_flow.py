@@ -252,7 +252,7 @@ def truncated_training(folder_root: Path):
     return train
 
 
-def failing(error: Exception):
+def failing(error: BaseException):
     def fail(*args, **kwargs):
         raise error
 
@@ -302,6 +302,28 @@ def test_a_failed_step_leaves_the_champion_and_fails_the_run(
     assert row["reason"] in state.message and row["finished_at"] >= row["started_at"]
     assert not registry.model_folder(PERSPECTIVE, "halfwritten").exists()
     assert "# fidelity: failed" in Artifact.get(f"retrain-reward-model-{PERSPECTIVE}-decision").data
+
+
+class Terminated(BaseException):
+    """What a worker's termination looks like inside the flow: not an ``Exception``."""
+
+
+def test_a_crashed_run_leaves_a_ledger_row(service, monkeypatch) -> None:
+    """Issue #11 case 11: a run that crashes mid-training (not an ordinary exception) is in the ledger."""
+    registry = service["registry"]
+    ledger, pointer = registry.ledger(), registry.champion_path(PERSPECTIVE).read_bytes()
+    champion = registry.champion(PERSPECTIVE).model_key
+    monkeypatch.setattr(retrain_module, "train_task", failing(Terminated("worker terminated (injected)")))
+    with pytest.raises(Terminated):
+        retrain_reward_model(**service["options"])
+    after = registry.ledger()
+    assert after.height == ledger.height + 1 and after.head(ledger.height).equals(ledger)
+    row = after.row(-1, named=True)
+    assert row["decision"] == "failed" and row["finished_at"] is not None
+    assert row["reason"] == (
+        f"training crashed: Terminated: worker terminated (injected); the champion is unchanged ({champion})"
+    )
+    assert registry.champion_path(PERSPECTIVE).read_bytes() == pointer
 
 
 def test_two_concurrent_runs_are_serialized(service, monkeypatch) -> None:

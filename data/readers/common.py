@@ -130,6 +130,7 @@ def read_parquet_columns(path: Path, columns: Iterable[str]) -> pl.DataFrame:
         table = pq.ParquetFile(path).read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise ReaderError(f"{path}: cannot read Parquet ({exc})") from exc
+    table = _checked_utf8(table)
     frame = pl.from_arrow(table)
     nested = [name for name in columns if "." in name]
     if nested:
@@ -141,6 +142,42 @@ def read_parquet_columns(path: Path, columns: Iterable[str]) -> pl.DataFrame:
     if frame.height == 0:
         raise ReaderError(f"{path}: no rows")
     return frame.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+
+
+#: Prefix of the Boolean column :func:`read_parquet_columns` adds beside a string column that holds
+#: invalid UTF-8 (true on those rows, whose value is made null); :func:`split_rejects` rejects them.
+INVALID_UTF8 = "__invalid_utf8__"
+NOT_UTF8 = "not valid UTF-8"
+
+
+def _checked_utf8(table: pa.Table) -> pa.Table:
+    """``table`` with every invalid UTF-8 string value made null and flagged in an
+    ``INVALID_UTF8<column>`` column (only for the columns that have one; a full validation per string
+    column, rows decoded one by one only in a column that fails it)."""
+    for name in list(table.column_names):
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+        raw = pa.chunked_array([chunk.view(binary) for chunk in column.chunks], type=binary)
+        values: list[str | None] = []
+        invalid: list[bool] = []
+        for item in raw.to_pylist():
+            try:
+                values.append(None if item is None else item.decode("utf-8"))
+                invalid.append(False)
+            except UnicodeDecodeError:
+                values.append(None)
+                invalid.append(True)
+        index = table.column_names.index(name)
+        table = table.set_column(index, name, pa.array(values, type=column.type))
+        table = table.append_column(f"{INVALID_UTF8}{name}", pa.array(invalid, type=pa.bool_()))
+    return table
 
 
 def parquet_cell_uris(file: Path, column: str, rows: pl.Series) -> pl.Series:
@@ -359,9 +396,15 @@ def split_rejects(
     """Replace each column in ``fields`` by its parsed value and move rows with any problem to a
     REJECTS_SCHEMA frame. ``frame`` must have ``source_row``; ``record_id`` names the row."""
     problem_columns = {name: f"__problem__{name}" for name in fields}
+
+    def problem(name: str, parsed: Parsed) -> pl.Expr:
+        if f"{INVALID_UTF8}{name}" not in frame.columns:
+            return parsed.problem
+        return pl.coalesce(pl.when(pl.col(f"{INVALID_UTF8}{name}")).then(pl.lit(NOT_UTF8)), parsed.problem)
+
     parsed = frame.with_columns(
         *[parsed.value.alias(name) for name, parsed in fields.items()],
-        *[parsed.problem.alias(problem_columns[name]) for name, parsed in fields.items()],
+        *[problem(name, parsed).alias(problem_columns[name]) for name, parsed in fields.items()],
         record_id.cast(pl.String).alias("__record_id"),
     )
     flags = [pl.col(problem).is_not_null() for problem in problem_columns.values()]
@@ -385,7 +428,8 @@ def split_rejects(
             ignore_nulls=True,
         ).alias("reason"),
     )
-    kept = parsed.filter(~has_problem).drop([*problem_columns.values(), "__record_id"])
+    utf8_flags = [name for name in parsed.columns if name.startswith(INVALID_UTF8)]
+    kept = parsed.filter(~has_problem).drop([*problem_columns.values(), "__record_id", *utf8_flags])
     return kept, conform(rejected, REJECTS_SCHEMA, where=f"{source_file} rejects")
 
 

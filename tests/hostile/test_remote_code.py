@@ -23,7 +23,9 @@ from tests.reward_support import one_torch_thread, pictures, save, trained_model
 EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).write_text("remote code ran")
-from transformers import LlavaConfig as EvilConfig  # noqa: F401
+from transformers import LlavaConfig
+class EvilConfig(LlavaConfig):  # a class of its own: loading it must not touch LlavaConfig
+    pass
 """
 
 
@@ -80,22 +82,9 @@ def test_evaluation_refuses_before_scoring(hostile_folder) -> None:
     assert [spec.name for spec in specs] == ["hostile"] and not marker.exists()  # nothing loaded yet
 
 
-@pytest.fixture()
-def restore_llava_config():
-    """The evil module hands transformers' own LlavaConfig back as its class, and loading remote code
-    marks that class for its auto_map (``register_for_auto_class``): undo it so that later
-    ``save_pretrained`` calls of ordinary LLaVA models in this session do not try to copy remote code."""
-    from transformers import LlavaConfig
-
-    before = LlavaConfig._auto_class
-    yield
-    LlavaConfig._auto_class = before
-
-
-def test_the_caller_can_allow_it(hostile_folder, restore_llava_config) -> None:
-    """With the caller's permission the folder's code runs (here: the marker is written)."""
+def test_the_caller_can_allow_it(hostile_folder) -> None:
+    """With the caller's permission the folder's code is imported (here: the marker is written)."""
     folder, marker, image = hostile_folder
-    out = io.StringIO()
     argv = [
         "score",
         "--model",
@@ -107,6 +96,5 @@ def test_the_caller_can_allow_it(hostile_folder, restore_llava_config) -> None:
         "cpu",
         str(image),
     ]
-    assert main(argv, out=out) == 0
+    main(argv, out=io.StringIO())  # the stand-in config class is not a loadable model: only the import counts
     assert marker.read_text() == "remote code ran"
-    assert json.loads(out.getvalue())["perspective"] == "alignment"

@@ -129,6 +129,7 @@ def summary_table(
     """Per method: NFE, mean seconds per prompt, the reward's share of them, and per judge the mean and
     95% interval of the chosen image's score."""
     table = []
+    baseline = next(iter(scores))  # plain sampling comes first
     for label in scores:
         entry: dict[str, Any] = {
             "method": label,
@@ -138,7 +139,16 @@ def summary_table(
         entry["reward_share"] = float(np.sum(reward_seconds[label]) / max(np.sum(seconds[label]), 1e-9))
         for judge in judges:
             mean, half, n = mean_interval(scores[label][judge])
-            entry[judge] = {"mean": mean, "ci95": half, "n": n}
+            # Same prompts and seeds for every method: the paired difference to plain sampling.
+            paired = np.asarray(scores[label][judge]) - np.asarray(scores[baseline][judge])
+            delta, delta_half, _ = mean_interval(paired.tolist())
+            entry[judge] = {
+                "mean": mean,
+                "ci95": half,
+                "n": n,
+                "delta_vs_none": delta,
+                "delta_ci95": delta_half,
+            }
         table.append(entry)
     return table
 
@@ -179,6 +189,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {entry['method']} | {entry['nfe']} | {entry['seconds_per_prompt']:.2f} | "
             f"{entry['reward_share']:.0%} | " + " | ".join(cells) + " |"
         )
+    lines += ["", "Paired difference to plain sampling (same prompts and seeds), mean ± 95% interval:", ""]
+    lines.append("| method | " + " | ".join(judges) + " |")
+    lines.append("|---|" + "---|" * len(judges))
+    for entry in result["table"][1:]:
+        cells = [f"{entry[j]['delta_vs_none']:+.3f} ± {entry[j]['delta_ci95']:.3f}" for j in judges]
+        lines.append(f"| {entry['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

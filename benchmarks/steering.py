@@ -80,7 +80,11 @@ def method_configs(settings: Settings) -> list[tuple[str, str | None, SteeringCo
     return methods
 
 
-def run(settings: Settings, generator: str, reward_models: dict[str, str]) -> dict[str, Any]:
+def run(
+    settings: Settings, generator: str, reward_models: dict[str, str], out: Path | None = None
+) -> dict[str, Any]:
+    """Every method on every prompt; with ``out``, the report so far is rewritten after each prompt, so
+    a run cut short (a time limit) keeps what it measured."""
     torch.set_num_threads(settings.threads)
     denoiser = load_generator(generator)
     rewards = {name: load_reward(name, reward_models) for name in {*settings.rewards, *settings.judges}}
@@ -106,13 +110,35 @@ def run(settings: Settings, generator: str, reward_models: dict[str, str]) -> di
             chosen = result.images[result.selected : result.selected + 1]
             for judge in settings.judges:
                 scores[label][judge].append(float(np.asarray(rewards[judge](chosen, [row.prompt]))[0]))
+        if out is not None:
+            write_json(
+                out, _report(settings, generator, reward_models, scores, seconds, reward_seconds, nfe, loads)
+            )
     loads.append(load_average())
-    table = summary_table(scores, seconds, reward_seconds, nfe, settings.judges)
+    return _report(settings, generator, reward_models, scores, seconds, reward_seconds, nfe, loads)
+
+
+def _report(
+    settings: Settings,
+    generator: str,
+    reward_models: dict[str, str],
+    scores: dict[str, dict[str, list[float]]],
+    seconds: dict[str, list[float]],
+    reward_seconds: dict[str, list[float]],
+    nfe: dict[str, int],
+    loads: list[float],
+) -> dict[str, Any]:
+    done = len(next(iter(seconds.values())))
     return {
-        "settings": {**settings.__dict__, "generator": generator, "reward_models": reward_models},
+        "settings": {
+            **settings.__dict__,
+            "prompts": done,
+            "generator": generator,
+            "reward_models": reward_models,
+        },
         "machine": machine_facts(("torch", "diffusers", "transformers")).__dict__,
         "load_1min": loads,
-        "table": table,
+        "table": summary_table(scores, seconds, reward_seconds, nfe, settings.judges),
         "scores": scores,
         "seconds": seconds,
         "reward_seconds": reward_seconds,
@@ -258,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sweep_rewards=tuple(args.sweep_rewards),
         )
         generator = args.generator
-    result = run(settings, generator, models)
+    result = run(settings, generator, models, args.out)
     print(markdown(result))
     if args.out:
         write_json(args.out, result)

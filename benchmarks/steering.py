@@ -80,7 +80,11 @@ def method_configs(settings: Settings) -> list[tuple[str, str | None, SteeringCo
     return methods
 
 
-def run(settings: Settings, generator: str, reward_models: dict[str, str]) -> dict[str, Any]:
+def run(
+    settings: Settings, generator: str, reward_models: dict[str, str], out: Path | None = None
+) -> dict[str, Any]:
+    """Every method on every prompt; with ``out``, the report so far is rewritten after each prompt, so
+    a run cut short (a time limit) keeps what it measured."""
     torch.set_num_threads(settings.threads)
     denoiser = load_generator(generator)
     rewards = {name: load_reward(name, reward_models) for name in {*settings.rewards, *settings.judges}}
@@ -106,13 +110,35 @@ def run(settings: Settings, generator: str, reward_models: dict[str, str]) -> di
             chosen = result.images[result.selected : result.selected + 1]
             for judge in settings.judges:
                 scores[label][judge].append(float(np.asarray(rewards[judge](chosen, [row.prompt]))[0]))
+        if out is not None:
+            write_json(
+                out, _report(settings, generator, reward_models, scores, seconds, reward_seconds, nfe, loads)
+            )
     loads.append(load_average())
-    table = summary_table(scores, seconds, reward_seconds, nfe, settings.judges)
+    return _report(settings, generator, reward_models, scores, seconds, reward_seconds, nfe, loads)
+
+
+def _report(
+    settings: Settings,
+    generator: str,
+    reward_models: dict[str, str],
+    scores: dict[str, dict[str, list[float]]],
+    seconds: dict[str, list[float]],
+    reward_seconds: dict[str, list[float]],
+    nfe: dict[str, int],
+    loads: list[float],
+) -> dict[str, Any]:
+    done = len(next(iter(seconds.values())))
     return {
-        "settings": {**settings.__dict__, "generator": generator, "reward_models": reward_models},
+        "settings": {
+            **settings.__dict__,
+            "prompts": done,
+            "generator": generator,
+            "reward_models": reward_models,
+        },
         "machine": machine_facts(("torch", "diffusers", "transformers")).__dict__,
         "load_1min": loads,
-        "table": table,
+        "table": summary_table(scores, seconds, reward_seconds, nfe, settings.judges),
         "scores": scores,
         "seconds": seconds,
         "reward_seconds": reward_seconds,
@@ -129,6 +155,7 @@ def summary_table(
     """Per method: NFE, mean seconds per prompt, the reward's share of them, and per judge the mean and
     95% interval of the chosen image's score."""
     table = []
+    baseline = next(iter(scores))  # plain sampling comes first
     for label in scores:
         entry: dict[str, Any] = {
             "method": label,
@@ -138,7 +165,16 @@ def summary_table(
         entry["reward_share"] = float(np.sum(reward_seconds[label]) / max(np.sum(seconds[label]), 1e-9))
         for judge in judges:
             mean, half, n = mean_interval(scores[label][judge])
-            entry[judge] = {"mean": mean, "ci95": half, "n": n}
+            # Same prompts and seeds for every method: the paired difference to plain sampling.
+            paired = np.asarray(scores[label][judge]) - np.asarray(scores[baseline][judge])
+            delta, delta_half, _ = mean_interval(paired.tolist())
+            entry[judge] = {
+                "mean": mean,
+                "ci95": half,
+                "n": n,
+                "delta_vs_none": delta,
+                "delta_ci95": delta_half,
+            }
         table.append(entry)
     return table
 
@@ -179,6 +215,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {entry['method']} | {entry['nfe']} | {entry['seconds_per_prompt']:.2f} | "
             f"{entry['reward_share']:.0%} | " + " | ".join(cells) + " |"
         )
+    lines += ["", "Paired difference to plain sampling (same prompts and seeds), mean ± 95% interval:", ""]
+    lines.append("| method | " + " | ".join(judges) + " |")
+    lines.append("|---|" + "---|" * len(judges))
+    for entry in result["table"][1:]:
+        cells = [f"{entry[j]['delta_vs_none']:+.3f} ± {entry[j]['delta_ci95']:.3f}" for j in judges]
+        lines.append(f"| {entry['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -242,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sweep_rewards=tuple(args.sweep_rewards),
         )
         generator = args.generator
-    result = run(settings, generator, models)
+    result = run(settings, generator, models, args.out)
     print(markdown(result))
     if args.out:
         write_json(args.out, result)

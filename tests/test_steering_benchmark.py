@@ -28,6 +28,12 @@ def test_smoke(tmp_path: Path) -> None:
         table["none"]["nfe"] * 2 == table["best-of-2 oracle"]["nfe"] == table["fk-2 oracle max λ=10"]["nfe"]
     )
     assert table["none"]["reward_share"] == 0.0
+    assert table["none"]["oracle"]["delta_vs_none"] == 0.0
+    pairs = zip(
+        result["scores"]["best-of-2 oracle"]["oracle"], result["scores"]["none"]["oracle"], strict=True
+    )
+    expected = sum(best - plain for best, plain in pairs) / 2
+    assert table["best-of-2 oracle"]["oracle"]["delta_vs_none"] == pytest.approx(expected)
     for entry in table.values():
         assert entry["oracle"]["n"] == entry["clipscore"]["n"] == 2
         assert 0.0 <= entry["reward_share"] <= 1.0
@@ -40,7 +46,9 @@ def test_smoke(tmp_path: Path) -> None:
     merged = steering.main(["--merge", str(out), str(out)])
     assert merged["settings"]["prompts"] == 4
     for entry, single in zip(merged["table"], result["table"], strict=True):
-        assert entry["oracle"]["n"] == 4 and entry["oracle"]["mean"] == pytest.approx(single["oracle"]["mean"])
+        assert entry["oracle"]["n"] == 4 and entry["oracle"]["mean"] == pytest.approx(
+            single["oracle"]["mean"]
+        )
     with pytest.raises(SystemExit):
         steering.main([])
 

@@ -25,6 +25,8 @@ from reward.config import HeadConfig, LoraSettings, LossConfig
 from reward.metrics import correlation_metrics, pairwise_accuracy, safety_binary_metrics
 from reward.tiny import build_tiny_backbone
 from tasks.evaluate import (
+    PROVENANCE_SCHEMA,
+    SCORER_COLUMNS,
     clipscore_spec,
     compute_metrics,
     load_benchmark,
@@ -80,12 +82,25 @@ def check_outputs_against_scores(outputs: dict) -> None:
                     (pl.col("scorer") == scorer)
                     & (pl.col("benchmark") == benchmark)
                     & (pl.col("metric") == metric)
-                )
-                assert row["value"][0] == pytest.approx(value, nan_ok=True)
-                column = row["column"][0]
+                ).row(0, named=True)
+                assert row["benchmark_path"] == outputs["benchmarks"][benchmark]
+                shown, column = artifact[scorer][row["column"]], row["column"]
+                if not row["applicable"]:  # a safety benchmark scored by a non-safety scorer
+                    assert get_benchmark(benchmark).kind == "safety" and row["note"].startswith(
+                        "not applicable"
+                    )
+                    assert row["value"] is None and wide.filter(pl.col("scorer") == scorer)[column][0] is None
+                    assert shown == "n/a"
+                    continue
+                assert row["value"] == pytest.approx(value, nan_ok=True)
                 assert wide.filter(pl.col("scorer") == scorer)[column][0] == pytest.approx(value, nan_ok=True)
-                shown = artifact[scorer][column]
-                assert (shown is None and np.isnan(value)) or shown == pytest.approx(value, abs=5e-5)
+                assert row["n"] == summary[f"{metric}_n"][0] and 0 < row["n"] <= scores.height
+                if np.isnan(value):
+                    assert shown == "–"
+                    continue
+                assert row["ci_low"] <= value <= row["ci_high"]
+                assert float(shown.split()[0]) == pytest.approx(value, abs=5e-4)
+                assert shown.endswith(f" n={row['n']}") and f"[{row['ci_low']:.3f}, " in shown
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,17 +211,31 @@ def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
             scored = score_benchmark(
                 table.path, benchmark=benchmark, scorer=spec, progress=False, root=tmp_path
             )
-            result = compute_metrics(scored.path, options=options, root=tmp_path)
+            result = compute_metrics(scored.path, options=options, about=spec.about, root=tmp_path)
             expected = benchmark_metrics(get_benchmark(benchmark).kind, scored.read(), options)
-            assert result.read().drop("scorer", "scorer_kind", "benchmark").equals(expected)
+            written = result.read()
+            assert written.drop("scorer", "scorer_kind", "benchmark", *PROVENANCE_SCHEMA).equals(expected)
+            assert written.select(list(PROVENANCE_SCHEMA)).unique().height == 1
             scores.append(scored.path)
             metrics.append(result.path)
     assert pl.read_parquet(metrics[-1])["positive_class"].to_list() == ["safe"]
 
     summary = summarize(metrics, root=tmp_path)
     wide = summary.read("wide")
-    assert wide["scorer"].to_list() == ["alignment", "CLIPScore"] and wide.width == 2 + 2 + 2 + 2
+    assert wide["scorer"].to_list() == ["alignment", "CLIPScore"]
+    assert wide.width == 2 + 2 + 2 + 2 + 1 + len(SCORER_COLUMNS)
     assert "UnsafeBench test: F1 (safe = positive)" in wide.columns
+    # neither scorer's score is the logit of P(safe): the safety metrics are n/a, not an ordinary number
+    long = summary.read()
+    safety = long.filter(pl.col("benchmark") == "unsafebench-test")
+    assert safety.height == 4 and not safety["applicable"].any() and safety["value"].is_null().all()
+    assert safety["note"].str.starts_with("not applicable").all()
+    assert wide["UnsafeBench test: F1 (safe = positive)"].is_null().all()
+    display = summary.read("display")
+    assert display["UnsafeBench test: accuracy"].to_list() == ["n/a", "n/a"]
+    pairs = long.filter(pl.col("benchmark") != "unsafebench-test")
+    assert pairs["applicable"].all() and (pairs["ci_low"] <= pairs["value"]).all()
+    assert (pairs["value"] <= pairs["ci_high"]).all() and (pairs["n"] > 0).all()
     assert summarize(metrics, root=tmp_path).cached
     with pytest.raises(ValueError, match="two metrics tables of scorer 'alignment' on 'mjbench-alignment'"):
         summarize([metrics[0], metrics[0]], root=tmp_path)
@@ -295,7 +324,7 @@ def test_real_mjbench_quality_human_pairs(demo_run, real_data: Path) -> None:
         assert scores["label"].to_list() == [0] * 100  # label_0 = 1 in captions_human.json: image_0 preferred
     check_outputs_against_scores(outputs)
     rows = artifact_rows(TABLE_ARTIFACT)
-    assert [row["scorer"] for row in rows] == ["alignment", "CLIPScore"] and len(rows[0]) == 2 + 2
+    assert [row["scorer"] for row in rows] == ["alignment", "CLIPScore"] and len(rows[0]) == 3 + 2
 
 
 def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:

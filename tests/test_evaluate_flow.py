@@ -5,6 +5,8 @@ MJ-Bench quality/human pairs."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +20,21 @@ from flows.evaluate_reward_model import (
     REPORT_ARTIFACT,
     TABLE_ARTIFACT,
     evaluate_reward_model,
+    warn_random_weights,
 )
 from reward.baselines import ClipSpec
 from reward.benchmarks import MetricOptions, benchmark_metrics, get_benchmark
 from reward.config import HeadConfig, LoraSettings, LossConfig
 from reward.metrics import correlation_metrics, pairwise_accuracy, safety_binary_metrics
-from reward.tiny import build_tiny_backbone
+from reward.tiny import TINY_MARKER, build_tiny_backbone
 from tasks.evaluate import (
     PROVENANCE_SCHEMA,
     SCORER_COLUMNS,
     clipscore_spec,
     compute_metrics,
     load_benchmark,
+    random_backbone,
+    reward_model_about,
     reward_model_specs,
     score_benchmark,
     summarize,
@@ -255,6 +260,46 @@ def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
     assert evaluation_plots(scores[:4], metrics[:4], root=tmp_path).cached
 
 
+def test_scorer_provenance_says_whether_the_weights_are_random(tiny, tmp_path, caplog) -> None:
+    """Issue #11 case 13: the tiny demo backbone and CLIP without pretrained weights are random, a
+    real backbone and a CLIP checkpoint are not; a real benchmark scored by random weights warns."""
+    (model,), _ = reward_model_specs({"alignment": tiny["model"]}, device="cpu")
+    assert model.random_weights and model.about["model_folder"] == str(tiny["model"])
+    assert model.about["backbone"] == str(tiny["backbone"]) and model.about["perspective"] == "alignment"
+    assert model.about["head"] == "skipca (eos)" and model.about["loss"] == "bt"
+    assert not model.about["safety_logit"] and "random weights" in model.about["weights"]
+    real = shutil.copytree(tiny["backbone"], tmp_path / "real-backbone")
+    (real / TINY_MARKER).unlink()
+    assert not random_backbone(real) and random_backbone(tiny["backbone"])
+    folder = reward_model_about(Path(save_with_backbone(tiny["model"], real, tmp_path / "trained")))
+    assert folder["random_weights"] is False and folder["weights"] == "trained"
+
+    random_clip = clipscore_spec()
+    assert random_clip.random_weights and random_clip.about["clip_model"] == "demo-tiny-clip"
+    assert random_clip.about["clip_pretrained"] is None and "seed 0" in random_clip.about["weights"]
+    checkpoint = clipscore_spec(ClipSpec("ViT-B-32", "/models/clip.pt"))
+    assert not checkpoint.random_weights and checkpoint.about["clip_pretrained"] == "/models/clip.pt"
+
+    logger = logging.getLogger("test-random-weights")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        assert warn_random_weights(logger, [model, checkpoint], "mjbench-quality", real=False) == []
+        assert warn_random_weights(logger, [model, checkpoint], "mjbench-quality", real=True) == ["alignment"]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"alignment is scored on the real benchmark mjbench-quality with random weights "
+        f"({model.about['weights']}): its row is marked random_weights / '(random weights)' and is not "
+        "a real result"
+    ]
+
+
+def save_with_backbone(model_folder: Path, backbone: Path, out: Path) -> Path:
+    """A copy of a model folder whose reward_config.json names another backbone folder."""
+    copy = shutil.copytree(model_folder, out)
+    config = json.loads((copy / "reward_config.json").read_text())
+    config["backbone"]["name_or_path"] = str(backbone)
+    (copy / "reward_config.json").write_text(json.dumps(config))
+    return copy
+
+
 # --------------------------------------------------------------------------------------------
 # The flow
 
@@ -290,12 +335,29 @@ def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) ->
     ]
     assert "MJ-Bench alignment: acc w/ tie" in rows[0] and "TIFA160: Kendall tau-b" in rows[0]
     assert "UnsafeBench test: F1 (unsafe = positive)" in rows[0]
+    assert [row["label"] for row in rows] == ["alignment (random weights)", "CLIPScore (random weights)"]
+    long = pl.read_parquet(outputs["table"])
+    for row in long.iter_rows(named=True):  # every row names what produced it
+        assert row["random_weights"] and row["demo_benchmark"] and row["scores_key"]
+        assert row["benchmark_path"] == outputs["benchmarks"][row["benchmark"]]
+        scored = pl.read_parquet(outputs["scores"][row["scorer"]][row["benchmark"]])
+        assert row["benchmark_items"] >= scored.height > 0
+        if row["scorer"] == "CLIPScore":
+            assert (row["clip_model"], row["clip_pretrained"], row["model_folder"]) == (
+                "demo-tiny-clip",
+                None,
+                None,
+            )
+        else:
+            assert row["model_folder"] == outputs["models"]["alignment"] and row["clip_model"] is None
+            assert Path(row["backbone"]).parent.name == "tiny-backbone" and row["head"] == "skipca (eos)"
 
     plots = sorted(Path(outputs["plots"]).glob("*.png"))
     assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3  # 2 scorers, 3 MJ-Bench subsets
     report = Artifact.get(REPORT_ARTIFACT).data
     assert report.count("data:image/png;base64,") == len(plots)
     assert all(str(path) in report for path in plots) and "**unsafe** as the positive class" in report
+    assert "- CLIPScore (random weights): random weights, not a real result." in report
 
 
 def test_a_second_run_reuses_every_stage(demo_run) -> None:

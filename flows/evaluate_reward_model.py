@@ -3,7 +3,8 @@
 Recipe: (train a demo model per perspective, unless ``models`` is given) → read each benchmark
 (``eval_benchmark``) → score it with every scorer (``eval_scores``: one stage per scorer × benchmark,
 keyed by the model folder's content) → metrics (``eval_metrics``) → the Table-1 summary (``eval_table``)
-and the MJ-Bench plots (``eval_plots``). Artifacts: ``evaluate-reward-model-table`` (rows = scorers,
+and the plots (``eval_plots``: MJ-Bench score differences and accuracy per category, a TIFA160
+scatter, safety score histograms). Artifacts: ``evaluate-reward-model-table`` (rows = scorers,
 columns = benchmark metrics, like the paper's Table 1), ``evaluate-reward-model-report`` (markdown with
 the plots), and the stage / output tables every flow publishes.
 
@@ -298,9 +299,10 @@ def evaluate_reward_model(
                 scores[key].path, options=options, about=about, root=artifacts_dir
             )
     summary = summarize_task([result.path for result in metrics.values()], root=artifacts_dir)
-    pairwise = [key for key in scores if get_benchmark(key[1]).kind == PAIRS]
     plots = evaluation_plots_task(
-        [scores[key].path for key in pairwise], [metrics[key].path for key in pairwise], root=artifacts_dir
+        [result.path for result in scores.values()],
+        [result.path for result in metrics.values()],
+        root=artifacts_dir,
     )
     stages |= {f"scores {name} on {benchmark}": result for (name, benchmark), result in scores.items()}
     stages |= {f"metrics {name} on {benchmark}": result for (name, benchmark), result in metrics.items()}

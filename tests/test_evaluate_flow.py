@@ -353,7 +353,9 @@ def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) ->
             assert Path(row["backbone"]).parent.name == "tiny-backbone" and row["head"] == "skipca (eos)"
 
     plots = sorted(Path(outputs["plots"]).glob("*.png"))
-    assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3  # 2 scorers, 3 MJ-Bench subsets
+    assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3 + 1 + 1
+    # 2 scorers' score differences, 3 MJ-Bench subsets, the TIFA160 scatter, the UnsafeBench histogram
+    assert {"scatter-tifa160.png", "scores-unsafebench-test.png"} <= {path.name for path in plots}
     report = Artifact.get(REPORT_ARTIFACT).data
     assert report.count("data:image/png;base64,") == len(plots)
     assert all(str(path) in report for path in plots) and "**unsafe** as the positive class" in report
@@ -399,7 +401,11 @@ def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
         artifacts_dir=demo_run["options"]["artifacts_dir"],
     )
     assert list(outputs["scores"]) == ["alignment"] and "GPM" in outputs["skipped"]["gpm"]
-    assert "skipped gpm:" in Artifact.get(REPORT_ARTIFACT).data
+    report = Artifact.get(REPORT_ARTIFACT).data
+    assert "skipped gpm:" in report
+    # notes only for what was evaluated: MJ-Bench, not TIFA160 or safety, no random-weight baseline
+    assert "- MJ-Bench: the higher score wins" in report
+    assert "- TIFA160:" not in report and "- Safety:" not in report and "CLIPScore" not in report
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -428,14 +428,48 @@ def correlation_intervals(
     def boot(statistic: Callable[..., float]) -> tuple[float, float]:
         return bootstrap_interval(statistic, h, m, n_resamples=n_resamples, seed=seed)
 
-    def accuracy(a: np.ndarray, b: np.ndarray) -> float:
-        return pairwise_accuracy_at(a, b, point.tie_epsilon)
-
+    accuracy = pairwise_accuracy_interval(h, m, point.tie_epsilon, n_resamples=n_resamples, seed=seed)
     return {
         "pearson": Estimate(point.pearson, n, *boot(_pearson)),
         "kendall_tau_b": Estimate(point.kendall_tau_b, n, *boot(_kendall)),
-        "pairwise_accuracy": Estimate(point.pairwise_accuracy, n, *boot(accuracy)),
+        "pairwise_accuracy": Estimate(point.pairwise_accuracy, n, *accuracy),
     }
+
+
+def pairwise_accuracy_interval(
+    human: np.ndarray,
+    metric: np.ndarray,
+    epsilon: float,
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """:func:`bootstrap_interval` of :func:`pairwise_accuracy_at` (same resamples, same result) without
+    rebuilding the pairs per resample: a resample is item weights ``w`` (how often each item was drawn),
+    its correct pairs are ``sum_{a<b} w_a w_b correct(a, b)`` plus the pairs of an item with its own
+    copies (ties on both sides: correct), over ``n (n - 1) / 2`` pairs."""
+    n = _same_length(human=human, metric=metric)
+    if n < 2 or n_resamples < 1:
+        return NAN_INTERVAL
+    first, second = np.triu_indices(n, k=1)
+    human_sign = np.sign(human[first] - human[second])
+    delta = metric[first] - metric[second]
+    tie = np.abs(delta) <= epsilon
+    correct = np.zeros((n, n))
+    correct[first, second] = np.where(
+        tie, human_sign == 0, (human_sign != 0) & (human_sign == np.sign(delta))
+    )
+    correct += correct.T
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)])
+    weights = weights.astype(np.float64)
+    between = np.einsum("ij,ij->i", weights @ correct, weights) / 2
+    within = (weights * (weights - 1) / 2).sum(axis=1)
+    values = (between + within) / (n * (n - 1) / 2)
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
 
 
 def safety_intervals(

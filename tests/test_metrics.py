@@ -24,6 +24,7 @@ from reward.metrics import (
     pairwise_accuracy,
     pairwise_accuracy_at,
     pairwise_accuracy_by_group,
+    pairwise_accuracy_interval,
     pairwise_accuracy_intervals,
     predict_safe,
     safety_binary_metrics,
@@ -524,3 +525,16 @@ def loop_tie_fraction(human) -> float:
     """With every metric pair tied, the correct pairs are the human ties."""
     pairs = list(itertools.combinations(human, 2))
     return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def test_fast_pairwise_accuracy_interval_equals_the_plain_bootstrap():
+    rng = np.random.default_rng(5)
+    human = rng.integers(1, 5, 40).astype(float)
+    metric = np.round(human + rng.normal(size=40), 1)
+    for epsilon in (0.0, 0.3):
+        plain = bootstrap_interval(
+            lambda a, b, e=epsilon: pairwise_accuracy_at(a, b, e), human, metric, n_resamples=150, seed=9
+        )
+        assert pairwise_accuracy_interval(human, metric, epsilon, n_resamples=150, seed=9) == pytest.approx(
+            plain
+        )

@@ -389,6 +389,7 @@ def test_real_mjbench_quality_human_pairs(demo_run, real_data: Path) -> None:
     check_outputs_against_scores(outputs)
     rows = artifact_rows(TABLE_ARTIFACT)
     assert [row["scorer"] for row in rows] == ["alignment", "CLIPScore"] and len(rows[0]) == 3 + 2
+    assert [row["label"] for row in rows] == ["alignment (random weights)", "CLIPScore (random weights)"]
 
 
 def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
@@ -406,6 +407,25 @@ def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
     # notes only for what was evaluated: MJ-Bench, not TIFA160 or safety, no random-weight baseline
     assert "- MJ-Bench: the higher score wins" in report
     assert "- TIFA160:" not in report and "- Safety:" not in report and "CLIPScore" not in report
+
+
+def test_a_benchmark_given_by_path_scored_with_random_weights_warns(demo_run, tiny, caplog) -> None:
+    """Issue #11 case 13, as a user runs it: a benchmark passed by path (real data for the flow) with
+    the default CLIPScore (demo-tiny-clip, no pretrained weights) and a tiny-backbone model."""
+    path = demo_run["outputs"]["benchmarks"]["mjbench-quality"]
+    with caplog.at_level(logging.WARNING):
+        outputs = evaluate_reward_model(
+            models={"alignment": str(tiny["model"])},
+            benchmark_paths={"mjbench-quality": path},
+            progress=False,
+            artifacts_dir=demo_run["options"]["artifacts_dir"],
+        )
+    warned = [r.getMessage() for r in caplog.records if "with random weights" in r.getMessage()]
+    assert [message.split(" is scored")[0] for message in warned] == ["alignment", "CLIPScore"]
+    long = pl.read_parquet(outputs["table"])
+    assert long["random_weights"].all() and not long["demo_benchmark"].any()
+    assert sorted(set(long["label"])) == ["CLIPScore (random weights)", "alignment (random weights)"]
+    assert set(long["benchmark_path"]) == {path}
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -36,6 +36,7 @@ from tasks.evaluate import (
     clipscore_spec,
     compute_metrics_task,
     load_benchmark_task,
+    model_key,
     reward_model_specs,
     score_benchmark_task,
     summarize_task,
@@ -259,6 +260,11 @@ def evaluate_reward_model(
         names, benchmark_paths, artifacts_dir=artifacts_dir, demo_prompts=demo_prompts, seed=seed
     )
 
+    model_keys = {
+        spec.name: model_key(spec.about["model_folder"], artifacts_dir)
+        for spec in specs
+        if spec.about.get("model_folder")
+    }
     scores: dict[tuple[str, str], StageResult] = {}
     metrics: dict[tuple[str, str], StageResult] = {}
     stages: dict[str, StageResult] = {}
@@ -291,6 +297,7 @@ def evaluate_reward_model(
             about = {
                 **spec.about,
                 "scores_key": scores[key].key,
+                "model_key": model_keys.get(spec.name),
                 "benchmark_path": str(path),
                 "benchmark_items": table.rows_kept,
                 "demo_benchmark": benchmark not in (benchmark_paths or {}),

@@ -45,7 +45,8 @@ from reward.benchmarks import (
     read_benchmark,
 )
 from reward.evaluation import EvaluationError, Scorer, reward_model_scorers, score_table
-from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
+from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, artifacts_root, run_stage
+from tasks.fingerprint import FingerprintMemo, default_memo_path, path_fingerprint
 from tasks.prefect_stage import stage_task
 
 _MODULE = sys.modules[__name__]
@@ -71,12 +72,14 @@ DEFAULT_CLIP, DEFAULT_OPTIONS = ClipSpec(), MetricOptions()
 #: Columns the score stage puts first in its table: who scored which benchmark.
 ID_COLUMNS = ("scorer", "scorer_kind", "benchmark")
 #: What produced a metrics row (its columns after ``ID_COLUMNS`` in a metrics table and every row of
-#: the Table-1 summary): the model folder and the score stage's content key, the reward model's
+#: the Table-1 summary): the model folder, its content fingerprint (``model_key``) and the score
+#: stage's content key, the reward model's
 #: perspective, backbone, head and loss, the CLIP model and weights of a baseline, a description of the
 #: weights and whether they are random (the tiny demo backbone, CLIP without pretrained weights),
 #: whether the score is a safety logit, and the benchmark read (path, items, a demo copy or not).
 PROVENANCE_SCHEMA: dict[str, pl.DataType] = {
     "model_folder": pl.String(),
+    "model_key": pl.String(),
     "scores_key": pl.String(),
     "perspective": pl.String(),
     "backbone": pl.String(),
@@ -275,6 +278,13 @@ def score_benchmark(
     params["batch_size"] = batch_size
     inputs = {"benchmark": benchmark_path, **{f"scorer_{name}": path for name, path in scorer.inputs.items()}}
     return run_stage(EVAL_SCORES, params=params, inputs=inputs, compute=compute, root=root)
+
+
+def model_key(folder: str | Path, root: str | Path | None = None) -> str:
+    """The content fingerprint of a model folder (every file, by relative path and content), as the
+    stage keys see it (memoized under the artifact root)."""
+    memo = FingerprintMemo(default_memo_path(artifacts_root(root)))
+    return path_fingerprint(Path(folder).expanduser().resolve(), memo)
 
 
 def provenance_columns(about: Mapping[str, Any] | None) -> list[pl.Expr]:

@@ -40,6 +40,7 @@ from tasks.evaluate import (
     summarize,
 )
 from tasks.evaluate_plots import evaluation_plots
+from tasks.fingerprint import FingerprintMemo, path_fingerprint
 from tests.reward_support import one_torch_thread, save, trained_model  # noqa: F401
 
 
@@ -343,13 +344,12 @@ def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) ->
         scored = pl.read_parquet(outputs["scores"][row["scorer"]][row["benchmark"]])
         assert row["benchmark_items"] >= scored.height > 0
         if row["scorer"] == "CLIPScore":
-            assert (row["clip_model"], row["clip_pretrained"], row["model_folder"]) == (
-                "demo-tiny-clip",
-                None,
-                None,
-            )
+            assert (row["clip_model"], row["clip_pretrained"]) == ("demo-tiny-clip", None)
+            assert row["model_folder"] is None and row["model_key"] is None
         else:
             assert row["model_folder"] == outputs["models"]["alignment"] and row["clip_model"] is None
+            memo = FingerprintMemo(art.parent / "fresh-memo.sqlite")
+            assert row["model_key"] == path_fingerprint(Path(row["model_folder"]).resolve(), memo)
             assert Path(row["backbone"]).parent.name == "tiny-backbone" and row["head"] == "skipca (eos)"
 
     plots = sorted(Path(outputs["plots"]).glob("*.png"))

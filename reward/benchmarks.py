@@ -16,7 +16,12 @@ Safety labels are 1 = safe, 0 = unsafe; the binary decision is "safe" when ``sig
 threshold``, which assumes the score is the logit of P(safe) — true for a safety perspective trained
 with cross-entropy, not for a preference reward or CLIPScore (CLIPScore >= 0 always predicts "safe").
 The positive class of F1 / precision / recall is stated in every metrics row (default ``unsafe``, as
-Unsafe Diffusion's detectors output 1 for unsafe).
+Unsafe Diffusion's detectors output 1 for unsafe). Binary safety metrics do not fit a scorer whose
+score is not that logit (:func:`not_applicable`): the Table-1 summary shows them as n/a.
+
+Every reported metric ``m`` has ``m_n`` (the items it is computed over) and ``m_low`` / ``m_high``
+(its 95% interval: Wilson for accuracies, precision and recall; a seeded percentile bootstrap over
+items for correlations and F1, :class:`MetricOptions`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Recipe: (train a demo model per perspective, unless ``models`` is given) → read each benchmark
 (``eval_benchmark``) → score it with every scorer (``eval_scores``: one stage per scorer × benchmark,
 keyed by the model folder's content) → metrics (``eval_metrics``) → the Table-1 summary (``eval_table``)
-and the MJ-Bench plots (``eval_plots``). Artifacts: ``evaluate-reward-model-table`` (rows = scorers,
+and the plots (``eval_plots``: MJ-Bench score differences and accuracy per category, a TIFA160
+scatter, safety score histograms). Artifacts: ``evaluate-reward-model-table`` (rows = scorers,
 columns = benchmark metrics, like the paper's Table 1), ``evaluate-reward-model-report`` (markdown with
 the plots), and the stage / output tables every flow publishes.
 
@@ -26,7 +27,7 @@ from flows.train_reward_model import train_reward_model
 from reward.baselines import ClipSpec
 from reward.benchmarks import BENCHMARKS, MetricOptions, get_benchmark
 from reward.checkpoint import read_reward_config
-from reward.evaluation import PAIRS
+from reward.evaluation import PAIRS, RATINGS, SAFETY
 from reward.metrics import SafetyClass
 from reward.registry import resolve_model_folder
 from tasks.cache import REJECTS, StageResult, require_rows
@@ -35,6 +36,7 @@ from tasks.evaluate import (
     clipscore_spec,
     compute_metrics_task,
     load_benchmark_task,
+    model_key,
     reward_model_specs,
     score_benchmark_task,
     summarize_task,
@@ -128,34 +130,70 @@ def baseline_specs(baselines: list[str], clip: ClipSpec, prompt_prefix: str) -> 
     return [clipscore_spec(clip, prompt_prefix=prompt_prefix) for name in baselines if name == "clipscore"]
 
 
+def warn_random_weights(logger: Any, specs: list[ScorerSpec], benchmark: str, *, real: bool) -> list[str]:
+    """Warn (and return the names) when a real benchmark is scored by random-weight scorers: their
+    rows are labelled "(random weights)" and are no real result."""
+    random = [spec.name for spec in specs if spec.random_weights] if real else []
+    for name in random:
+        logger.warning(
+            "%s is scored on the real benchmark %s with random weights (%s): its row is marked "
+            "random_weights / '(random weights)' and is not a real result",
+            name,
+            benchmark,
+            next(spec for spec in specs if spec.name == name).about.get("weights"),
+        )
+    return random
+
+
 def _json_number(value: Any) -> Any:
     if isinstance(value, float):
         return None if value != value else round(value, 4)  # NaN (a constant score) -> empty cell
     return value
 
 
-def _markdown_table(wide: pl.DataFrame) -> list[str]:
-    header = "| " + " | ".join(wide.columns) + " |"
-    lines = [header, "|" + "---|" * len(wide.columns)]
-    for row in wide.iter_rows():
+def _markdown_table(table: pl.DataFrame) -> list[str]:
+    header = "| " + " | ".join(table.columns) + " |"
+    lines = [header, "|" + "---|" * len(table.columns)]
+    for row in table.iter_rows():
         cells = ["–" if _json_number(v) is None else str(_json_number(v)) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def rule_notes(kinds: set[str], options: MetricOptions) -> list[str]:
+    """The decision rules of the kinds of benchmark that were evaluated (and only those)."""
+    notes = {
+        PAIRS: f"- MJ-Bench: the higher score wins; |s0 - s1| <= {options.tie_threshold} is a model tie "
+        "(wrong *with* ties, dropped *without*); human ties are dropped. 95% interval: Wilson.",
+        RATINGS: "- TIFA160: Pearson, Kendall tau-b and tie-calibrated pairwise accuracy against the human "
+        f"mean. 95% interval: bootstrap over items ({options.bootstrap_resamples} resamples, "
+        f"seed {options.bootstrap_seed}).",
+        SAFETY: f"- Safety: 'safe' when sigmoid(score) >= {options.safety_threshold}; F1 / precision / "
+        f"recall take **{options.positive_class}** as the positive class. The rule assumes the score is "
+        "the logit of P(safe) (a safety perspective trained with cross-entropy); other scorers are "
+        "shown as n/a. 95% interval: Wilson (accuracy), bootstrap (F1).",
+    }
+    return [note for kind, note in notes.items() if kind in kinds]
+
+
 def report_markdown(
-    wide: pl.DataFrame, plots: pl.DataFrame, skipped: dict[str, str], options: MetricOptions
+    display: pl.DataFrame,
+    long: pl.DataFrame,
+    plots: pl.DataFrame,
+    skipped: dict[str, str],
+    options: MetricOptions,
 ) -> str:
-    """The report artifact: Table 1, the decision rules, skipped models and the plots (embedded PNGs)."""
-    lines = ["# Reward model evaluation", "", *_markdown_table(wide), ""]
+    """The report artifact: Table 1 (value [95% interval] n=items), the decision rules of the kinds
+    evaluated, rows not applicable or with random weights, skipped models and the plots (embedded PNGs)."""
+    lines = ["# Reward model evaluation", "", *_markdown_table(display), ""]
+    kinds = {get_benchmark(name).kind for name in long["benchmark"].unique().to_list()}
+    lines += rule_notes(kinds, options)
+    random = long.filter(pl.col("random_weights").fill_null(False))["label"].unique(maintain_order=True)
+    lines += [f"- {label}: random weights, not a real result." for label in random.to_list()]
+    not_shown = long.filter(~pl.col("applicable")).unique(["scorer", "benchmark"], maintain_order=True)
     lines += [
-        f"- MJ-Bench: the higher score wins; |s0 - s1| <= {options.tie_threshold} is a model tie "
-        "(wrong *with* ties, dropped *without*); human ties are dropped.",
-        "- TIFA160: Pearson, Kendall tau-b and tie-calibrated pairwise accuracy against the human mean.",
-        f"- Safety: 'safe' when sigmoid(score) >= {options.safety_threshold}; F1 / precision / recall take "
-        f"**{options.positive_class}** as the positive class. The rule assumes the score is the logit of "
-        "P(safe) (a safety perspective trained with cross-entropy); CLIPScore is never negative, so it "
-        "always predicts 'safe'.",
+        f"- {row['scorer']} on {get_benchmark(row['benchmark']).title}: {row['note']}"
+        for row in not_shown.iter_rows(named=True)
     ]
     lines += [f"- skipped {name}: {reason}" for name, reason in skipped.items()]
     for name, title, path in plots.select("name", "title", "path").iter_rows():
@@ -222,6 +260,11 @@ def evaluate_reward_model(
         names, benchmark_paths, artifacts_dir=artifacts_dir, demo_prompts=demo_prompts, seed=seed
     )
 
+    model_keys = {
+        spec.name: model_key(spec.about["model_folder"], artifacts_dir)
+        for spec in specs
+        if spec.about.get("model_folder")
+    }
     scores: dict[tuple[str, str], StageResult] = {}
     metrics: dict[tuple[str, str], StageResult] = {}
     stages: dict[str, StageResult] = {}
@@ -238,6 +281,7 @@ def evaluate_reward_model(
                 table.paths[REJECTS],
             )
         require_rows(table)
+        warn_random_weights(logger, specs, benchmark, real=benchmark in (benchmark_paths or {}))
         for spec in specs:
             key = (spec.name, benchmark)
             scores[key] = score_benchmark_task(
@@ -250,28 +294,37 @@ def evaluate_reward_model(
             )
             if not scores[key].cached:
                 logger.info("%s on %s: %.1f items/s", *key, scores[key].stats["items_per_second"])
-            metrics[key] = compute_metrics_task(scores[key].path, options=options, root=artifacts_dir)
+            about = {
+                **spec.about,
+                "scores_key": scores[key].key,
+                "model_key": model_keys.get(spec.name),
+                "benchmark_path": str(path),
+                "benchmark_items": table.rows_kept,
+                "demo_benchmark": benchmark not in (benchmark_paths or {}),
+            }
+            metrics[key] = compute_metrics_task(
+                scores[key].path, options=options, about=about, root=artifacts_dir
+            )
     summary = summarize_task([result.path for result in metrics.values()], root=artifacts_dir)
-    pairwise = [key for key in scores if get_benchmark(key[1]).kind == PAIRS]
     plots = evaluation_plots_task(
-        [scores[key].path for key in pairwise], [metrics[key].path for key in pairwise], root=artifacts_dir
+        [result.path for result in scores.values()],
+        [result.path for result in metrics.values()],
+        root=artifacts_dir,
     )
     stages |= {f"scores {name} on {benchmark}": result for (name, benchmark), result in scores.items()}
     stages |= {f"metrics {name} on {benchmark}": result for (name, benchmark), result in metrics.items()}
     stages |= {"table": summary, "plots": plots}
 
-    wide = summary.read("wide")
+    display = summary.read("display")
     create_table_artifact(
         key=TABLE_ARTIFACT,
-        table=[
-            {column: _json_number(value) for column, value in row.items()}
-            for row in wide.iter_rows(named=True)
-        ],
-        description="Reward models and baselines (rows) on benchmark metrics (columns), as in Table 1",
+        table=[dict(row) for row in display.iter_rows(named=True)],
+        description="Reward models and baselines (rows) on benchmark metrics (columns), as in Table 1: "
+        "value [95% interval] n=items; n/a where the metric does not fit the scorer",
     )
     create_markdown_artifact(
         key=REPORT_ARTIFACT,
-        markdown=report_markdown(wide, plots.read(), skipped, options),
+        markdown=report_markdown(display, summary.read(), plots.read(), skipped, options),
         description="Evaluation: Table 1, decision rules and plots",
     )
     outputs = {"table": str(summary.path), "table_wide": summary.paths["wide"], "plots": plots.paths["png"]}

@@ -16,7 +16,12 @@ Safety labels are 1 = safe, 0 = unsafe; the binary decision is "safe" when ``sig
 threshold``, which assumes the score is the logit of P(safe) — true for a safety perspective trained
 with cross-entropy, not for a preference reward or CLIPScore (CLIPScore >= 0 always predicts "safe").
 The positive class of F1 / precision / recall is stated in every metrics row (default ``unsafe``, as
-Unsafe Diffusion's detectors output 1 for unsafe).
+Unsafe Diffusion's detectors output 1 for unsafe). Binary safety metrics do not fit a scorer whose
+score is not that logit (:func:`not_applicable`): the Table-1 summary shows them as n/a.
+
+Every reported metric ``m`` has ``m_n`` (the items it is computed over) and ``m_low`` / ``m_high``
+(its 95% interval: Wilson for accuracies, precision and recall; a seeded percentile bootstrap over
+items for correlations and F1, :class:`MetricOptions`).
 """
 
 from __future__ import annotations
@@ -41,11 +46,18 @@ from data.schemas import REJECTS_SCHEMA
 from data.validate import reject_rows, validate_benchmark_pairs, validate_safety
 from reward.evaluation import PAIRS, RATINGS, SAFETY, BenchmarkKind, EvaluationError
 from reward.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
     OVERALL,
+    Estimate,
+    PairwiseAccuracy,
     SafetyClass,
+    correlation_intervals,
     correlation_metrics,
     pairwise_accuracy_by_group,
+    pairwise_accuracy_intervals,
     safety_binary_metrics,
+    safety_intervals,
 )
 
 STAGE = "eval_benchmark"
@@ -214,11 +226,49 @@ def reject_missing_images(read: BenchmarkTable) -> BenchmarkTable:
 @dataclass(frozen=True)
 class MetricOptions:
     """Decision rules: the MJ-Bench tie threshold on |s0 - s1|, and the safety positive class and
-    probability threshold (``sigmoid(score) >= safety_threshold`` is "safe")."""
+    probability threshold (``sigmoid(score) >= safety_threshold`` is "safe"); the resamples and seed
+    of the bootstrap intervals (correlations, F1)."""
 
     tie_threshold: float = 0.0
     positive_class: SafetyClass = "unsafe"
     safety_threshold: float = 0.5
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    bootstrap_seed: int = BOOTSTRAP_SEED
+
+
+#: Suffixes of the columns that go with every reported metric ``m``: ``m_n`` (items the metric is
+#: computed over), ``m_low`` / ``m_high`` (its 95% interval).
+N_SUFFIX, LOW_SUFFIX, HIGH_SUFFIX = "_n", "_low", "_high"
+
+
+def estimate_columns(estimates: dict[str, Estimate]) -> dict[str, float | int]:
+    """``{m_n, m_low, m_high}`` of every metric ``m`` of ``estimates``."""
+    columns: dict[str, float | int] = {}
+    for metric, estimate in estimates.items():
+        columns |= {
+            f"{metric}{N_SUFFIX}": estimate.n,
+            f"{metric}{LOW_SUFFIX}": estimate.low,
+            f"{metric}{HIGH_SUFFIX}": estimate.high,
+        }
+    return columns
+
+
+def with_accuracy_intervals(table: pl.DataFrame) -> pl.DataFrame:
+    """A pairwise accuracy table (:func:`pairwise_accuracy_by_group` columns) with the Wilson
+    interval columns of both accuracies, row by row."""
+    fields = ("accuracy_with_tie", "accuracy_without_tie", "n_pairs", "n_human_ties", "n_model_ties")
+    rows = [
+        estimate_columns(
+            pairwise_accuracy_intervals(PairwiseAccuracy(**{f: row[f] for f in fields}, n_correct=correct))
+        )
+        for row, correct in zip(table.select(fields).iter_rows(named=True), table["n_correct"], strict=True)
+    ]
+    schema = {
+        f"{m}{suffix}": pl.Int64 if suffix == N_SUFFIX else pl.Float64
+        for m in ("accuracy_with_tie", "accuracy_without_tie")
+        for suffix in (N_SUFFIX, LOW_SUFFIX, HIGH_SUFFIX)
+    }
+    return pl.concat([table, pl.DataFrame(rows, schema=schema)], how="horizontal")
 
 
 #: Level of a pairwise-accuracy row: all pairs, one subset, or one (subset, category).
@@ -226,11 +276,12 @@ LEVELS = (OVERALL, "subset", "category")
 
 
 def pairs_metrics(scores: pl.DataFrame, *, tie_threshold: float = 0.0) -> pl.DataFrame:
-    """MJ-Bench accuracy per (subset, category), per subset, and over all pairs (``level``)."""
+    """MJ-Bench accuracy per (subset, category), per subset, and over all pairs (``level``), each
+    with its n and Wilson interval (:func:`with_accuracy_intervals`)."""
     by_category = pairwise_accuracy_by_group(scores, by=("subset", "category"), threshold=tie_threshold)
     by_subset = pairwise_accuracy_by_group(scores, by="subset", threshold=tie_threshold)
     level = pl.when(pl.col("subset") == OVERALL).then(pl.lit(OVERALL))
-    return pl.concat(
+    table = pl.concat(
         [
             by_category.with_columns(level.otherwise(pl.lit("category")).alias("level")),
             by_subset.filter(pl.col("subset") != OVERALL).with_columns(
@@ -239,26 +290,28 @@ def pairs_metrics(scores: pl.DataFrame, *, tie_threshold: float = 0.0) -> pl.Dat
         ],
         how="diagonal",
     ).select("level", "subset", "category", pl.exclude("level", "subset", "category"))
+    return with_accuracy_intervals(table)
 
 
 def benchmark_metrics(
     kind: BenchmarkKind, scores: pl.DataFrame, options: MetricOptions = MetricOptions()
 ) -> pl.DataFrame:
-    """The metrics table of a scored benchmark table (columns as :func:`score_table` writes them)."""
+    """The metrics table of a scored benchmark table (columns as :func:`score_table` writes them);
+    every reported metric ``m`` comes with ``m_n``, ``m_low`` and ``m_high`` (its 95% interval)."""
     if scores.is_empty():
         raise EvaluationError("no scored rows to compute metrics on")
     if kind == PAIRS:
         return pairs_metrics(scores, tie_threshold=options.tie_threshold)
+    boot = {"n_resamples": options.bootstrap_resamples, "seed": options.bootstrap_seed}
     if kind == RATINGS:
-        return pl.DataFrame([asdict(correlation_metrics(scores["human_avg"], scores["score"]))])
+        point = correlation_metrics(scores["human_avg"], scores["score"])
+        intervals = correlation_intervals(scores["human_avg"], scores["score"], **boot)
+        return pl.DataFrame([asdict(point) | estimate_columns(intervals)])
     if kind == SAFETY:
-        metrics = safety_binary_metrics(
-            scores["score"],
-            scores["label"],
-            positive_class=options.positive_class,
-            threshold=options.safety_threshold,
-        )
-        return pl.DataFrame([asdict(metrics)])
+        rule = {"positive_class": options.positive_class, "threshold": options.safety_threshold}
+        metrics = safety_binary_metrics(scores["score"], scores["label"], **rule)
+        intervals = safety_intervals(scores["score"], scores["label"], **rule, **boot)
+        return pl.DataFrame([asdict(metrics) | estimate_columns(intervals)])
     raise EvaluationError(f"unknown benchmark kind {kind!r}")
 
 
@@ -299,6 +352,38 @@ def headline_values(kind: BenchmarkKind, metrics: pl.DataFrame) -> list[tuple[He
     return [(headline, float(values[headline.column])) for headline in headlines]
 
 
+def headline_estimates(kind: BenchmarkKind, metrics: pl.DataFrame) -> list[tuple[Headline, Estimate]]:
+    """:func:`headline_values` with each number's n and 95% interval (NaN / -1 n when the metrics
+    table predates the interval columns)."""
+    row = (metrics.filter(pl.col("level") == OVERALL) if kind == PAIRS else metrics).row(0, named=True)
+    nan = float("nan")
+    return [
+        (
+            headline,
+            Estimate(
+                value,
+                int(row.get(f"{headline.column}{N_SUFFIX}", -1)),
+                float(row.get(f"{headline.column}{LOW_SUFFIX}", nan)),
+                float(row.get(f"{headline.column}{HIGH_SUFFIX}", nan)),
+            ),
+        )
+        for headline, value in headline_values(kind, metrics)
+    ]
+
+
+#: Why binary safety metrics do not fit a scorer whose score is not the logit of P(safe).
+NOT_A_SAFETY_LOGIT = (
+    "not applicable: the safety metrics read the score as the logit of P(safe), which only a model "
+    "trained with cross-entropy on safety labels gives"
+)
+
+
+def not_applicable(kind: BenchmarkKind, safety_logit: bool) -> str | None:
+    """Why a benchmark of ``kind`` does not fit a scorer (None: it fits). ``safety_logit``: the
+    scorer's score is the logit of P(safe) (a reward model with the ``ce`` loss)."""
+    return NOT_A_SAFETY_LOGIT if kind == SAFETY and not safety_logit else None
+
+
 __all__ = [
     "BENCHMARKS",
     "Benchmark",
@@ -309,7 +394,9 @@ __all__ = [
     "MetricOptions",
     "benchmark_metrics",
     "get_benchmark",
+    "headline_estimates",
     "headline_values",
+    "not_applicable",
     "pairs_metrics",
     "read_benchmark",
 ]

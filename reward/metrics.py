@@ -5,6 +5,10 @@
 - TIFA160 correlations with human ratings: :func:`correlation_metrics` (Pearson, Kendall tau-b and
   :func:`tie_calibrated_pairwise_accuracy`, Deutsch et al. 2023).
 - Binary safety metrics at ``sigmoid(reward) >= threshold``: :func:`safety_binary_metrics`.
+- 95% intervals with their n (:class:`Estimate`): Wilson for proportions (:func:`wilson_interval`,
+  ``scipy.stats.binomtest``), a seeded percentile bootstrap over items for correlations and F1
+  (:func:`bootstrap_interval`); :func:`pairwise_accuracy_intervals`, :func:`correlation_intervals`,
+  :func:`safety_intervals`.
 
 Scores are "higher is better": a pairwise prediction prefers the image with the higher score, and a
 safety reward is the logit of P(safe) (the LLaVA-Reward label convention: 1 = safe, 0 = unsafe).
@@ -12,7 +16,8 @@ safety reward is the logit of P(safe) (the LLaVA-Reward label convention: 1 = sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -315,3 +320,201 @@ def safety_binary_metrics(
         n_positive=int((truth == positive).sum()),
         n_predicted_positive=int((predicted == positive).sum()),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# 95% intervals: Wilson for proportions, a seeded percentile bootstrap for the other metrics
+
+#: Confidence of every interval the evaluation reports.
+CONFIDENCE = 0.95
+#: Resamples and seed of :func:`bootstrap_interval` (a fixed seed: the same data give the same interval).
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 1000, 0
+NAN_INTERVAL = (float("nan"), float("nan"))
+
+
+def wilson_interval(successes: int, n: int, *, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``successes / n`` (``scipy.stats.binomtest``);
+    ``(nan, nan)`` when ``n == 0``."""
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"wilson_interval: need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return NAN_INTERVAL
+    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def bootstrap_interval(
+    statistic: Callable[..., float],
+    *samples: np.ndarray,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*samples)``: items (the rows shared by every
+    sample) are resampled with replacement ``n_resamples`` times with a ``numpy`` generator seeded by
+    ``seed``. Resamples where the statistic is not finite (a constant resample) are left out;
+    ``(nan, nan)`` with fewer than 2 items or no finite resample."""
+    arrays = [np.asarray(sample) for sample in samples]
+    n = _same_length(**{f"sample{i}": array for i, array in enumerate(arrays)})
+    if n < 2 or n_resamples < 1:
+        return NAN_INTERVAL
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_resamples)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for index in range(n_resamples):
+            rows = rng.integers(0, n, n)
+            values[index] = statistic(*(array[rows] for array in arrays))
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return NAN_INTERVAL
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def _pearson(human: np.ndarray, metric: np.ndarray) -> float:
+    return float(np.corrcoef(human, metric)[0, 1])
+
+
+def _kendall(human: np.ndarray, metric: np.ndarray) -> float:
+    return float(stats.kendalltau(human, metric, variant="b").statistic)
+
+
+def pairwise_accuracy_at(human: np.ndarray, metric: np.ndarray, epsilon: float) -> float:
+    """The share of item pairs :func:`tie_calibrated_pairwise_accuracy` counts as correct at a fixed
+    metric-tie threshold ``epsilon`` (no search over epsilon)."""
+    first, second = np.triu_indices(len(human), k=1)
+    human_sign = np.sign(human[first] - human[second])
+    delta = metric[first] - metric[second]
+    tie = np.abs(delta) <= epsilon
+    correct = np.where(tie, human_sign == 0, (human_sign != 0) & (human_sign == np.sign(delta)))
+    return float(correct.mean()) if correct.size else float("nan")
+
+
+def _f1_of(positive: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+        true_positive = int(((truth == positive) & (predicted == positive)).sum())
+        wrong = int((truth != predicted).sum())
+        denominator = 2 * true_positive + wrong
+        return 2 * true_positive / denominator if denominator else 0.0
+
+    return f1
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric value with its item count ``n`` and 95% interval ``[low, high]`` (NaN when undefined)."""
+
+    value: float
+    n: int
+    low: float
+    high: float
+
+
+def correlation_intervals(
+    human: npt.ArrayLike,
+    metric: npt.ArrayLike,
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Estimate]:
+    """:func:`correlation_metrics` with a bootstrap interval each (resampled items; the tie-calibrated
+    accuracy is resampled at the epsilon calibrated on all items)."""
+    h, m = _scores(human, "human"), _scores(metric, "metric")
+    point = correlation_metrics(h, m)
+    n = point.n_items
+
+    def boot(statistic: Callable[..., float]) -> tuple[float, float]:
+        return bootstrap_interval(statistic, h, m, n_resamples=n_resamples, seed=seed)
+
+    accuracy = pairwise_accuracy_interval(h, m, point.tie_epsilon, n_resamples=n_resamples, seed=seed)
+    return {
+        "pearson": Estimate(point.pearson, n, *boot(_pearson)),
+        "kendall_tau_b": Estimate(point.kendall_tau_b, n, *boot(_kendall)),
+        "pairwise_accuracy": Estimate(point.pairwise_accuracy, n, *accuracy),
+    }
+
+
+def pairwise_accuracy_interval(
+    human: np.ndarray,
+    metric: np.ndarray,
+    epsilon: float,
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """:func:`bootstrap_interval` of :func:`pairwise_accuracy_at` (same resamples, same result) without
+    rebuilding the pairs per resample: a resample is item weights ``w`` (how often each item was drawn),
+    its correct pairs are ``sum_{a<b} w_a w_b correct(a, b)`` plus the pairs of an item with its own
+    copies (ties on both sides: correct), over ``n (n - 1) / 2`` pairs."""
+    n = _same_length(human=human, metric=metric)
+    if n < 2 or n_resamples < 1:
+        return NAN_INTERVAL
+    first, second = np.triu_indices(n, k=1)
+    human_sign = np.sign(human[first] - human[second])
+    delta = metric[first] - metric[second]
+    tie = np.abs(delta) <= epsilon
+    correct = np.zeros((n, n))
+    correct[first, second] = np.where(
+        tie, human_sign == 0, (human_sign != 0) & (human_sign == np.sign(delta))
+    )
+    correct += correct.T
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)])
+    weights = weights.astype(np.float64)
+    between = np.einsum("ij,ij->i", weights @ correct, weights) / 2
+    within = (weights * (weights - 1) / 2).sum(axis=1)
+    values = (between + within) / (n * (n - 1) / 2)
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def safety_intervals(
+    rewards: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    positive_class: SafetyClass = "unsafe",
+    threshold: float = 0.5,
+    probabilities: bool = False,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Estimate]:
+    """:func:`safety_binary_metrics` with intervals: Wilson for accuracy (n = items), precision
+    (n = predicted positive) and recall (n = positive items); a bootstrap for F1 (n = items)."""
+    point = safety_binary_metrics(
+        rewards, labels, positive_class=positive_class, threshold=threshold, probabilities=probabilities
+    )
+    predicted = predict_safe(rewards, threshold=threshold, probabilities=probabilities)
+    truth = _safety_labels(labels)
+    positive = UNSAFE if positive_class == "unsafe" else SAFE
+    true_positive = int(((truth == positive) & (predicted == positive)).sum())
+    n = point.n_items
+    f1 = bootstrap_interval(_f1_of(positive), truth, predicted, n_resamples=n_resamples, seed=seed)
+    return {
+        "f1": Estimate(point.f1, n, *f1),
+        "accuracy": Estimate(point.accuracy, n, *wilson_interval(int((truth == predicted).sum()), n)),
+        "precision": Estimate(
+            point.precision,
+            point.n_predicted_positive,
+            *wilson_interval(true_positive, point.n_predicted_positive),
+        ),
+        "recall": Estimate(point.recall, point.n_positive, *wilson_interval(true_positive, point.n_positive)),
+    }
+
+
+def pairwise_accuracy_intervals(result: PairwiseAccuracy) -> dict[str, Estimate]:
+    """Wilson intervals of the two MJ-Bench accuracies: with ties over the pairs humans did not tie,
+    without ties over those the model did not tie either."""
+    with_tie = result.n_pairs - result.n_human_ties
+    without_tie = with_tie - result.n_model_ties
+    return {
+        "accuracy_with_tie": Estimate(
+            result.accuracy_with_tie, with_tie, *wilson_interval(result.n_correct, with_tie)
+        ),
+        "accuracy_without_tie": Estimate(
+            result.accuracy_without_tie, without_tie, *wilson_interval(result.n_correct, without_tie)
+        ),
+    }

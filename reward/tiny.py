@@ -9,6 +9,7 @@ at an end-of-sequence token, as in the paper). Same arguments and seed give the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from transformers import (
 )
 
 ARCHITECTURES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
+#: File that marks a folder as a tiny random-weight backbone (read by the evaluation's provenance).
+TINY_MARKER = "tiny_random_weights.json"
 
 BASE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
 LLAVA_IMAGE_TOKEN = "<image>"
@@ -323,4 +326,6 @@ def build_tiny_backbone(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    marker = {"random_weights": True, "arch": arch, "seed": seed}
+    (out / TINY_MARKER).write_text(json.dumps(marker) + "\n")
     return out

@@ -40,11 +40,13 @@ from reward.benchmarks import (
     MetricOptions,
     benchmark_metrics,
     get_benchmark,
-    headline_values,
+    headline_estimates,
+    not_applicable,
     read_benchmark,
 )
 from reward.evaluation import EvaluationError, Scorer, reward_model_scorers, score_table
-from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, run_stage
+from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, artifacts_root, run_stage
+from tasks.fingerprint import FingerprintMemo, default_memo_path, path_fingerprint
 from tasks.prefect_stage import stage_task
 
 _MODULE = sys.modules[__name__]
@@ -63,12 +65,36 @@ SCORING_CODE = (
 )
 EVAL_SCORES = Stage("eval_scores", 1, (_MODULE, reward.baselines, *SCORING_CODE))
 EVAL_METRICS = Stage("eval_metrics", 1, (_MODULE, reward.benchmarks, reward.metrics))
-EVAL_TABLE = Stage("eval_table", 1, (_MODULE, reward.benchmarks))
+EVAL_TABLE = Stage("eval_table", 1, (_MODULE, reward.benchmarks, reward.metrics))
 
 REWARD_MODEL, BASELINE = "reward model", "baseline"
 DEFAULT_CLIP, DEFAULT_OPTIONS = ClipSpec(), MetricOptions()
 #: Columns the score stage puts first in its table: who scored which benchmark.
 ID_COLUMNS = ("scorer", "scorer_kind", "benchmark")
+#: What produced a metrics row (its columns after ``ID_COLUMNS`` in a metrics table and every row of
+#: the Table-1 summary): the model folder, its content fingerprint (``model_key``) and the score
+#: stage's content key, the reward model's
+#: perspective, backbone, head and loss, the CLIP model and weights of a baseline, a description of the
+#: weights and whether they are random (the tiny demo backbone, CLIP without pretrained weights),
+#: whether the score is a safety logit, and the benchmark read (path, items, a demo copy or not).
+PROVENANCE_SCHEMA: dict[str, pl.DataType] = {
+    "model_folder": pl.String(),
+    "model_key": pl.String(),
+    "scores_key": pl.String(),
+    "perspective": pl.String(),
+    "backbone": pl.String(),
+    "head": pl.String(),
+    "loss": pl.String(),
+    "clip_model": pl.String(),
+    "clip_pretrained": pl.String(),
+    "weights": pl.String(),
+    "random_weights": pl.Boolean(),
+    "safety_logit": pl.Boolean(),
+    "benchmark_path": pl.String(),
+    "benchmark_items": pl.Int64(),
+    "demo_benchmark": pl.Boolean(),
+}
+RANDOM_LABEL = " (random weights)"
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,12 @@ class ScorerSpec:
     params: Mapping[str, Any]
     load: Callable[[], Scorer] = field(compare=False, repr=False)
     inputs: Mapping[str, str | None] = field(default_factory=dict)
+    about: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def random_weights(self) -> bool:
+        """True when the scorer's weights are random (tiny demo backbone, CLIP without weights)."""
+        return bool(self.about.get("random_weights"))
 
 
 def clipscore_spec(
@@ -100,13 +132,48 @@ def clipscore_spec(
         "weight": CLIPSCORE_WEIGHT,
         "prompt_prefix": prompt_prefix,
     }
+    random = clip.pretrained is None
+    about = {
+        "clip_model": clip.model_name,
+        "clip_pretrained": clip.pretrained,
+        "weights": f"random (seed {clip.seed}, no pretrained weights)" if random else clip.pretrained,
+        "random_weights": random,
+        "safety_logit": False,
+    }
     return ScorerSpec(
         name,
         BASELINE,
         params,
         lambda: ClipScoreScorer(clip, prompt_prefix=prompt_prefix, name=name),
         {"checkpoint": checkpoint, "model_dir": model_dir},
+        about,
     )
+
+
+def random_backbone(path: Path) -> bool:
+    """True when ``path`` is a tiny random-weight demo backbone (:mod:`reward.tiny`'s marker, or a
+    folder of the demo's tiny-backbone directory)."""
+    from reward.tiny import TINY_MARKER
+    from tasks.train import TINY_BACKBONE_DIR
+
+    return (path / TINY_MARKER).is_file() or path.parent.name == TINY_BACKBONE_DIR
+
+
+def reward_model_about(folder: Path) -> dict[str, Any]:
+    """The provenance of a reward-model folder (:data:`PROVENANCE_SCHEMA`'s model columns)."""
+    config = reward.checkpoint.read_reward_config(folder)
+    local = Path(config.backbone.name_or_path).expanduser()
+    random = local.is_dir() and random_backbone(local)
+    return {
+        "model_folder": str(folder),
+        "perspective": config.perspective,
+        "backbone": config.backbone.name_or_path,
+        "head": f"{config.head.kind} ({config.head.pooling})",
+        "loss": config.loss.kind,
+        "weights": "tiny demo backbone (random weights), trained head" if random else "trained",
+        "random_weights": random,
+        "safety_logit": config.loss.kind == "ce",
+    }
 
 
 def reward_model_specs(
@@ -128,7 +195,10 @@ def reward_model_specs(
         local = Path(backbone.name_or_path).expanduser()
         params = {"reward_model": True, "backbone": None if local.is_dir() else backbone.name_or_path}
         inputs = {"model": str(folder), "backbone": str(local) if local.is_dir() else None}
-        specs.append(ScorerSpec(scorer.name, REWARD_MODEL, params, lambda scorer=scorer: scorer, inputs))
+        about = reward_model_about(Path(folder))
+        specs.append(
+            ScorerSpec(scorer.name, REWARD_MODEL, params, lambda scorer=scorer: scorer, inputs, about)
+        )
     return specs, skipped
 
 
@@ -210,10 +280,28 @@ def score_benchmark(
     return run_stage(EVAL_SCORES, params=params, inputs=inputs, compute=compute, root=root)
 
 
+def model_key(folder: str | Path, root: str | Path | None = None) -> str:
+    """The content fingerprint of a model folder (every file, by relative path and content), as the
+    stage keys see it (memoized under the artifact root)."""
+    memo = FingerprintMemo(default_memo_path(artifacts_root(root)))
+    return path_fingerprint(Path(folder).expanduser().resolve(), memo)
+
+
+def provenance_columns(about: Mapping[str, Any] | None) -> list[pl.Expr]:
+    """One literal column per :data:`PROVENANCE_SCHEMA` entry (null where ``about`` does not say)."""
+    about = about or {}
+    return [pl.lit(about.get(name), dtype=dtype).alias(name) for name, dtype in PROVENANCE_SCHEMA.items()]
+
+
 def compute_metrics(
-    scores_path: str | Path, *, options: MetricOptions = DEFAULT_OPTIONS, root: str | Path | None = None
+    scores_path: str | Path,
+    *,
+    options: MetricOptions = DEFAULT_OPTIONS,
+    about: Mapping[str, Any] | None = None,
+    root: str | Path | None = None,
 ) -> StageResult:
-    """Stage: the metrics table of one scorer on one benchmark (first columns: scorer, kind, benchmark)."""
+    """Stage: the metrics table of one scorer on one benchmark (first columns: scorer, kind, benchmark,
+    then what produced it, ``about``: :data:`PROVENANCE_SCHEMA`)."""
 
     def compute() -> StageOutput:
         scores = pl.read_parquet(scores_path)
@@ -223,54 +311,129 @@ def compute_metrics(
             )
         identity = scores.select(ID_COLUMNS).row(0, named=True)
         metrics = benchmark_metrics(get_benchmark(identity["benchmark"]).kind, scores, options)
-        table = metrics.select(*[pl.lit(value).alias(column) for column, value in identity.items()], pl.all())
+        table = metrics.select(
+            *[pl.lit(value).alias(column) for column, value in identity.items()],
+            *provenance_columns(about),
+            pl.all(),
+        )
         return StageOutput(
             tables={MAIN: table}, rows_in=scores.height, rows_kept=scores.height, stats=identity
         )
 
-    return run_stage(
-        EVAL_METRICS, params=asdict(options), inputs={"scores": scores_path}, compute=compute, root=root
-    )
+    params = {**asdict(options), "about": dict(about or {})}
+    return run_stage(EVAL_METRICS, params=params, inputs={"scores": scores_path}, compute=compute, root=root)
+
+
+#: Columns of the Table-1 long summary after the identity and provenance columns.
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "metric": pl.String(),
+    "column": pl.String(),
+    "value": pl.Float64(),
+    "n": pl.Int64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "applicable": pl.Boolean(),
+    "note": pl.String(),
+    "label": pl.String(),
+}
+#: Provenance that is the same on every benchmark of a scorer (repeated in the wide summary).
+SCORER_COLUMNS = (
+    "weights",
+    "random_weights",
+    "model_folder",
+    "perspective",
+    "backbone",
+    "head",
+    "loss",
+    "clip_model",
+    "clip_pretrained",
+)
+
+
+def scorer_label(scorer: str, random_weights: bool | None) -> str:
+    """The scorer's name as a table shows it: ``"<name> (random weights)"`` when its weights are random."""
+    return f"{scorer}{RANDOM_LABEL}" if random_weights else scorer
+
+
+def summary_rows(table: pl.DataFrame) -> list[dict[str, Any]]:
+    """The Table-1 rows of one metrics table: each headline metric with its n and 95% interval, what
+    produced it, and, where the metric does not fit the scorer, no value and the reason (``note``)."""
+    identity = table.select(ID_COLUMNS).row(0, named=True)
+    about = {name: table[name][0] if name in table.columns else None for name in PROVENANCE_SCHEMA}
+    benchmark = get_benchmark(identity["benchmark"])
+    reason = None if about["safety_logit"] is None else not_applicable(benchmark.kind, about["safety_logit"])
+    rows = []
+    for headline, estimate in headline_estimates(benchmark.kind, table):
+        shown = reason is None
+        rows.append(
+            {
+                **identity,
+                **about,
+                "metric": headline.column,
+                "column": f"{benchmark.title}: {headline.label}",
+                "value": estimate.value if shown else None,
+                "n": estimate.n if shown and estimate.n >= 0 else None,
+                "ci_low": estimate.low if shown else None,
+                "ci_high": estimate.high if shown else None,
+                "applicable": shown,
+                "note": reason,
+                "label": scorer_label(identity["scorer"], about["random_weights"]),
+            }
+        )
+    return rows
 
 
 def table_one(metrics: Sequence[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(long, wide) summaries of metrics tables: long has one row per (scorer, benchmark, metric);
-    wide one row per scorer and one column per ``"<benchmark title>: <metric>"``, in input order."""
-    rows = []
-    for table in metrics:
-        identity = table.select(ID_COLUMNS).row(0, named=True)
-        benchmark = get_benchmark(identity["benchmark"])
-        for headline, value in headline_values(benchmark.kind, table):
-            rows.append(
-                {
-                    **identity,
-                    "metric": headline.column,
-                    "column": f"{benchmark.title}: {headline.label}",
-                    "value": value,
-                }
-            )
-    schema = {
-        **dict.fromkeys(ID_COLUMNS, pl.String),
-        "metric": pl.String,
-        "column": pl.String,
-        "value": pl.Float64,
-    }
+    """(long, wide) summaries of metrics tables: long has one row per (scorer, benchmark, metric) with
+    n, 95% interval and provenance; wide one row per scorer, one column per ``"<benchmark title>:
+    <metric>"`` (in input order; null where not applicable), then the scorer's label and provenance."""
+    rows = [row for table in metrics for row in summary_rows(table)]
+    schema = {**dict.fromkeys(ID_COLUMNS, pl.String()), **PROVENANCE_SCHEMA, **SUMMARY_SCHEMA}
     long = pl.DataFrame(rows, schema=schema)
     repeated = long.filter(pl.struct("scorer", "column").is_duplicated())
     if repeated.height:
         first = repeated.row(0, named=True)
         raise EvaluationError(f"two metrics tables of scorer {first['scorer']!r} on {first['benchmark']!r}")
     wide = long.pivot(on="column", index=["scorer", "scorer_kind"], values="value", sort_columns=False)
-    return long, wide
+    scorers = long.group_by("scorer", maintain_order=True).agg(
+        pl.col("label").first(), *[pl.col(name).drop_nulls().first() for name in SCORER_COLUMNS]
+    )
+    return long, wide.join(scorers, on="scorer", how="left", maintain_order="left")
+
+
+def format_estimate(value: float | None, n: int | None, low: float | None, high: float | None) -> str:
+    """``"0.625 [0.306, 0.863] n=8"``; ``"n/a"`` without a value, ``"–"`` for NaN (a constant score)."""
+    if value is None:
+        return "n/a"
+    if value != value:
+        return "–"
+    interval = "" if low is None or low != low else f" [{low:.3f}, {high:.3f}]"
+    return f"{value:.3f}{interval}" + ("" if n is None else f" n={n}")
+
+
+def display_table(long: pl.DataFrame) -> pl.DataFrame:
+    """One row per scorer (its label), one text column per benchmark metric: value, 95% interval, n."""
+    text = [
+        format_estimate(value, n, low, high)
+        for value, n, low, high in long.select("value", "n", "ci_low", "ci_high").iter_rows()
+    ]
+    cells = long.select("scorer", "label", "scorer_kind", "column").with_columns(
+        pl.Series("cell", text, dtype=pl.String)
+    )
+    return cells.pivot(
+        on="column", index=["scorer", "label", "scorer_kind"], values="cell", sort_columns=False
+    )
 
 
 def summarize(metrics_paths: Sequence[str | Path], *, root: str | Path | None = None) -> StageResult:
-    """Stage: the Table-1 summary (main: long; ``wide``: scorers × benchmark metrics)."""
+    """Stage: the Table-1 summary (main: long; ``wide``: scorers × benchmark metrics; ``display``: the
+    same as text cells with n and 95% interval)."""
 
     def compute() -> StageOutput:
         long, wide = table_one([pl.read_parquet(path) for path in metrics_paths])
         count = len(metrics_paths)
-        return StageOutput(tables={MAIN: long, "wide": wide}, rows_in=count, rows_kept=count)
+        tables = {MAIN: long, "wide": wide, "display": display_table(long)}
+        return StageOutput(tables=tables, rows_in=count, rows_kept=count)
 
     paths = [str(path) for path in metrics_paths]
     return run_stage(EVAL_TABLE, params={}, inputs={"metrics": paths}, compute=compute, root=root)

@@ -5,6 +5,8 @@ MJ-Bench quality/human pairs."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +20,27 @@ from flows.evaluate_reward_model import (
     REPORT_ARTIFACT,
     TABLE_ARTIFACT,
     evaluate_reward_model,
+    warn_random_weights,
 )
 from reward.baselines import ClipSpec
 from reward.benchmarks import MetricOptions, benchmark_metrics, get_benchmark
 from reward.config import HeadConfig, LoraSettings, LossConfig
 from reward.metrics import correlation_metrics, pairwise_accuracy, safety_binary_metrics
-from reward.tiny import build_tiny_backbone
+from reward.tiny import TINY_MARKER, build_tiny_backbone
 from tasks.evaluate import (
+    PROVENANCE_SCHEMA,
+    SCORER_COLUMNS,
     clipscore_spec,
     compute_metrics,
     load_benchmark,
+    random_backbone,
+    reward_model_about,
     reward_model_specs,
     score_benchmark,
     summarize,
 )
 from tasks.evaluate_plots import evaluation_plots
+from tasks.fingerprint import FingerprintMemo, path_fingerprint
 from tests.reward_support import one_torch_thread, save, trained_model  # noqa: F401
 
 
@@ -80,12 +88,25 @@ def check_outputs_against_scores(outputs: dict) -> None:
                     (pl.col("scorer") == scorer)
                     & (pl.col("benchmark") == benchmark)
                     & (pl.col("metric") == metric)
-                )
-                assert row["value"][0] == pytest.approx(value, nan_ok=True)
-                column = row["column"][0]
+                ).row(0, named=True)
+                assert row["benchmark_path"] == outputs["benchmarks"][benchmark]
+                shown, column = artifact[scorer][row["column"]], row["column"]
+                if not row["applicable"]:  # a safety benchmark scored by a non-safety scorer
+                    assert get_benchmark(benchmark).kind == "safety" and row["note"].startswith(
+                        "not applicable"
+                    )
+                    assert row["value"] is None and wide.filter(pl.col("scorer") == scorer)[column][0] is None
+                    assert shown == "n/a"
+                    continue
+                assert row["value"] == pytest.approx(value, nan_ok=True)
                 assert wide.filter(pl.col("scorer") == scorer)[column][0] == pytest.approx(value, nan_ok=True)
-                shown = artifact[scorer][column]
-                assert (shown is None and np.isnan(value)) or shown == pytest.approx(value, abs=5e-5)
+                assert row["n"] == summary[f"{metric}_n"][0] and 0 < row["n"] <= scores.height
+                if np.isnan(value):
+                    assert shown == "–"
+                    continue
+                assert row["ci_low"] <= value <= row["ci_high"]
+                assert float(shown.split()[0]) == pytest.approx(value, abs=5e-4)
+                assert shown.endswith(f" n={row['n']}") and f"[{row['ci_low']:.3f}, " in shown
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,17 +217,31 @@ def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
             scored = score_benchmark(
                 table.path, benchmark=benchmark, scorer=spec, progress=False, root=tmp_path
             )
-            result = compute_metrics(scored.path, options=options, root=tmp_path)
+            result = compute_metrics(scored.path, options=options, about=spec.about, root=tmp_path)
             expected = benchmark_metrics(get_benchmark(benchmark).kind, scored.read(), options)
-            assert result.read().drop("scorer", "scorer_kind", "benchmark").equals(expected)
+            written = result.read()
+            assert written.drop("scorer", "scorer_kind", "benchmark", *PROVENANCE_SCHEMA).equals(expected)
+            assert written.select(list(PROVENANCE_SCHEMA)).unique().height == 1
             scores.append(scored.path)
             metrics.append(result.path)
     assert pl.read_parquet(metrics[-1])["positive_class"].to_list() == ["safe"]
 
     summary = summarize(metrics, root=tmp_path)
     wide = summary.read("wide")
-    assert wide["scorer"].to_list() == ["alignment", "CLIPScore"] and wide.width == 2 + 2 + 2 + 2
+    assert wide["scorer"].to_list() == ["alignment", "CLIPScore"]
+    assert wide.width == 2 + 2 + 2 + 2 + 1 + len(SCORER_COLUMNS)
     assert "UnsafeBench test: F1 (safe = positive)" in wide.columns
+    # neither scorer's score is the logit of P(safe): the safety metrics are n/a, not an ordinary number
+    long = summary.read()
+    safety = long.filter(pl.col("benchmark") == "unsafebench-test")
+    assert safety.height == 4 and not safety["applicable"].any() and safety["value"].is_null().all()
+    assert safety["note"].str.starts_with("not applicable").all()
+    assert wide["UnsafeBench test: F1 (safe = positive)"].is_null().all()
+    display = summary.read("display")
+    assert display["UnsafeBench test: accuracy"].to_list() == ["n/a", "n/a"]
+    pairs = long.filter(pl.col("benchmark") != "unsafebench-test")
+    assert pairs["applicable"].all() and (pairs["ci_low"] <= pairs["value"]).all()
+    assert (pairs["value"] <= pairs["ci_high"]).all() and (pairs["n"] > 0).all()
     assert summarize(metrics, root=tmp_path).cached
     with pytest.raises(ValueError, match="two metrics tables of scorer 'alignment' on 'mjbench-alignment'"):
         summarize([metrics[0], metrics[0]], root=tmp_path)
@@ -224,6 +259,46 @@ def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
         with Image.open(path) as png:
             assert png.format == "PNG" and png.width > 200
     assert evaluation_plots(scores[:4], metrics[:4], root=tmp_path).cached
+
+
+def test_scorer_provenance_says_whether_the_weights_are_random(tiny, tmp_path, caplog) -> None:
+    """Issue #11 case 13: the tiny demo backbone and CLIP without pretrained weights are random, a
+    real backbone and a CLIP checkpoint are not; a real benchmark scored by random weights warns."""
+    (model,), _ = reward_model_specs({"alignment": tiny["model"]}, device="cpu")
+    assert model.random_weights and model.about["model_folder"] == str(tiny["model"])
+    assert model.about["backbone"] == str(tiny["backbone"]) and model.about["perspective"] == "alignment"
+    assert model.about["head"] == "skipca (eos)" and model.about["loss"] == "bt"
+    assert not model.about["safety_logit"] and "random weights" in model.about["weights"]
+    real = shutil.copytree(tiny["backbone"], tmp_path / "real-backbone")
+    (real / TINY_MARKER).unlink()
+    assert not random_backbone(real) and random_backbone(tiny["backbone"])
+    folder = reward_model_about(Path(save_with_backbone(tiny["model"], real, tmp_path / "trained")))
+    assert folder["random_weights"] is False and folder["weights"] == "trained"
+
+    random_clip = clipscore_spec()
+    assert random_clip.random_weights and random_clip.about["clip_model"] == "demo-tiny-clip"
+    assert random_clip.about["clip_pretrained"] is None and "seed 0" in random_clip.about["weights"]
+    checkpoint = clipscore_spec(ClipSpec("ViT-B-32", "/models/clip.pt"))
+    assert not checkpoint.random_weights and checkpoint.about["clip_pretrained"] == "/models/clip.pt"
+
+    logger = logging.getLogger("test-random-weights")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        assert warn_random_weights(logger, [model, checkpoint], "mjbench-quality", real=False) == []
+        assert warn_random_weights(logger, [model, checkpoint], "mjbench-quality", real=True) == ["alignment"]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"alignment is scored on the real benchmark mjbench-quality with random weights "
+        f"({model.about['weights']}): its row is marked random_weights / '(random weights)' and is not "
+        "a real result"
+    ]
+
+
+def save_with_backbone(model_folder: Path, backbone: Path, out: Path) -> Path:
+    """A copy of a model folder whose reward_config.json names another backbone folder."""
+    copy = shutil.copytree(model_folder, out)
+    config = json.loads((copy / "reward_config.json").read_text())
+    config["backbone"]["name_or_path"] = str(backbone)
+    (copy / "reward_config.json").write_text(json.dumps(config))
+    return copy
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,12 +336,30 @@ def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) ->
     ]
     assert "MJ-Bench alignment: acc w/ tie" in rows[0] and "TIFA160: Kendall tau-b" in rows[0]
     assert "UnsafeBench test: F1 (unsafe = positive)" in rows[0]
+    assert [row["label"] for row in rows] == ["alignment (random weights)", "CLIPScore (random weights)"]
+    long = pl.read_parquet(outputs["table"])
+    for row in long.iter_rows(named=True):  # every row names what produced it
+        assert row["random_weights"] and row["demo_benchmark"] and row["scores_key"]
+        assert row["benchmark_path"] == outputs["benchmarks"][row["benchmark"]]
+        scored = pl.read_parquet(outputs["scores"][row["scorer"]][row["benchmark"]])
+        assert row["benchmark_items"] >= scored.height > 0
+        if row["scorer"] == "CLIPScore":
+            assert (row["clip_model"], row["clip_pretrained"]) == ("demo-tiny-clip", None)
+            assert row["model_folder"] is None and row["model_key"] is None
+        else:
+            assert row["model_folder"] == outputs["models"]["alignment"] and row["clip_model"] is None
+            memo = FingerprintMemo(art.parent / "fresh-memo.sqlite")
+            assert row["model_key"] == path_fingerprint(Path(row["model_folder"]).resolve(), memo)
+            assert Path(row["backbone"]).parent.name == "tiny-backbone" and row["head"] == "skipca (eos)"
 
     plots = sorted(Path(outputs["plots"]).glob("*.png"))
-    assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3  # 2 scorers, 3 MJ-Bench subsets
+    assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3 + 1 + 1
+    # 2 scorers' score differences, 3 MJ-Bench subsets, the TIFA160 scatter, the UnsafeBench histogram
+    assert {"scatter-tifa160.png", "scores-unsafebench-test.png"} <= {path.name for path in plots}
     report = Artifact.get(REPORT_ARTIFACT).data
     assert report.count("data:image/png;base64,") == len(plots)
     assert all(str(path) in report for path in plots) and "**unsafe** as the positive class" in report
+    assert "- CLIPScore (random weights): random weights, not a real result." in report
 
 
 def test_a_second_run_reuses_every_stage(demo_run) -> None:
@@ -295,7 +388,8 @@ def test_real_mjbench_quality_human_pairs(demo_run, real_data: Path) -> None:
         assert scores["label"].to_list() == [0] * 100  # label_0 = 1 in captions_human.json: image_0 preferred
     check_outputs_against_scores(outputs)
     rows = artifact_rows(TABLE_ARTIFACT)
-    assert [row["scorer"] for row in rows] == ["alignment", "CLIPScore"] and len(rows[0]) == 2 + 2
+    assert [row["scorer"] for row in rows] == ["alignment", "CLIPScore"] and len(rows[0]) == 3 + 2
+    assert [row["label"] for row in rows] == ["alignment (random weights)", "CLIPScore (random weights)"]
 
 
 def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
@@ -308,7 +402,30 @@ def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
         artifacts_dir=demo_run["options"]["artifacts_dir"],
     )
     assert list(outputs["scores"]) == ["alignment"] and "GPM" in outputs["skipped"]["gpm"]
-    assert "skipped gpm:" in Artifact.get(REPORT_ARTIFACT).data
+    report = Artifact.get(REPORT_ARTIFACT).data
+    assert "skipped gpm:" in report
+    # notes only for what was evaluated: MJ-Bench, not TIFA160 or safety, no random-weight baseline
+    assert "- MJ-Bench: the higher score wins" in report
+    assert "- TIFA160:" not in report and "- Safety:" not in report and "CLIPScore" not in report
+
+
+def test_a_benchmark_given_by_path_scored_with_random_weights_warns(demo_run, tiny, caplog) -> None:
+    """Issue #11 case 13, as a user runs it: a benchmark passed by path (real data for the flow) with
+    the default CLIPScore (demo-tiny-clip, no pretrained weights) and a tiny-backbone model."""
+    path = demo_run["outputs"]["benchmarks"]["mjbench-quality"]
+    with caplog.at_level(logging.WARNING):
+        outputs = evaluate_reward_model(
+            models={"alignment": str(tiny["model"])},
+            benchmark_paths={"mjbench-quality": path},
+            progress=False,
+            artifacts_dir=demo_run["options"]["artifacts_dir"],
+        )
+    warned = [r.getMessage() for r in caplog.records if "with random weights" in r.getMessage()]
+    assert [message.split(" is scored")[0] for message in warned] == ["alignment", "CLIPScore"]
+    long = pl.read_parquet(outputs["table"])
+    assert long["random_weights"].all() and not long["demo_benchmark"].any()
+    assert sorted(set(long["label"])) == ["CLIPScore (random weights)", "alignment (random weights)"]
+    assert set(long["benchmark_path"]) == {path}
 
 
 @pytest.mark.usefixtures("prefect_harness")

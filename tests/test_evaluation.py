@@ -17,7 +17,9 @@ from reward.benchmarks import (
     MetricOptions,
     benchmark_metrics,
     get_benchmark,
+    headline_estimates,
     headline_values,
+    not_applicable,
     pairs_metrics,
     read_benchmark,
 )
@@ -31,7 +33,7 @@ from reward.evaluation import (
     score_items,
     score_table,
 )
-from reward.metrics import pairwise_accuracy
+from reward.metrics import pairwise_accuracy, wilson_interval
 from reward.scoring import RewardScorer
 from reward.tiny import build_tiny_backbone
 from tests.reward_support import one_torch_thread, save, trained_model  # noqa: F401
@@ -407,3 +409,46 @@ def test_headline_values_name_the_safety_positive_class() -> None:
     assert [h.column for h, _ in pairs] == ["accuracy_with_tie", "accuracy_without_tie"]
     with pytest.raises(EvaluationError, match="no scored rows"):
         benchmark_metrics("ratings", scores.clear())
+
+
+def test_every_reported_metric_has_its_n_and_95_interval() -> None:
+    """Issue #11 case 14: per-category accuracies carry Wilson intervals over their own n; safety and
+    correlation rows carry n and an interval around the value."""
+    scores = scored_pairs()
+    table = pairs_metrics(scores)
+    for row in table.iter_rows(named=True):
+        with_tie = row["n_pairs"] - row["n_human_ties"]
+        without_tie = with_tie - row["n_model_ties"]
+        assert (row["accuracy_with_tie_n"], row["accuracy_without_tie_n"]) == (with_tie, without_tie)
+        assert (row["accuracy_with_tie_low"], row["accuracy_with_tie_high"]) == pytest.approx(
+            wilson_interval(row["n_correct"], with_tie)
+        )
+        assert row["accuracy_with_tie_low"] <= row["accuracy_with_tie"] <= row["accuracy_with_tie_high"]
+    overall = headline_estimates("pairs", table)
+    assert [(h.column, e.n) for h, e in overall] == [
+        ("accuracy_with_tie", 38),
+        ("accuracy_without_tie", 38 - 8),
+    ]
+
+    rng = np.random.default_rng(0)
+    safety = pl.DataFrame({"score": rng.normal(size=60), "label": rng.integers(0, 2, 60)})
+    metrics = benchmark_metrics("safety", safety, MetricOptions(bootstrap_resamples=200))
+    for headline, estimate in headline_estimates("safety", metrics):
+        assert estimate.n == 60 and estimate.low <= estimate.value <= estimate.high, headline
+    again = benchmark_metrics("safety", safety, MetricOptions(bootstrap_resamples=200))
+    assert again.equals(metrics)  # the bootstrap seed is fixed
+
+    ratings = pl.DataFrame({"human_avg": rng.normal(size=30)}).with_columns(
+        score=pl.col("human_avg") + pl.Series(rng.normal(size=30))
+    )
+    correlations = benchmark_metrics("ratings", ratings, MetricOptions(bootstrap_resamples=200))
+    assert {
+        f"{m}_{s}" for m in ("pearson", "kendall_tau_b", "pairwise_accuracy") for s in ("n", "low", "high")
+    } <= set(correlations.columns)
+    assert correlations["pearson_low"][0] < correlations["pearson"][0] < correlations["pearson_high"][0]
+
+
+def test_safety_metrics_do_not_apply_to_a_score_that_is_not_a_safety_logit() -> None:
+    assert not_applicable("safety", safety_logit=False).startswith("not applicable")
+    assert not_applicable("safety", safety_logit=True) is None
+    assert not_applicable("pairs", safety_logit=False) is None

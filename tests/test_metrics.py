@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,19 @@ from sklearn.metrics import f1_score
 from reward.metrics import (
     CorrelationMetrics,
     PairwiseAccuracy,
+    bootstrap_interval,
+    correlation_intervals,
     correlation_metrics,
     pairwise_accuracy,
+    pairwise_accuracy_at,
     pairwise_accuracy_by_group,
+    pairwise_accuracy_interval,
+    pairwise_accuracy_intervals,
     predict_safe,
     safety_binary_metrics,
+    safety_intervals,
     tie_calibrated_pairwise_accuracy,
+    wilson_interval,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -403,3 +411,130 @@ def test_metrics_import_without_prefect_or_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert output.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------
+# 95% intervals (issue #11 case 14)
+
+
+def hand_wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval written out (Wilson 1927; statsmodels' proportion_confint 'wilson')."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+class TestWilsonInterval:
+    @pytest.mark.parametrize(("k", "n"), [(7, 10), (0, 12), (12, 12), (431, 916), (1, 3)])
+    def test_matches_the_formula(self, k, n):
+        assert wilson_interval(k, n) == pytest.approx(hand_wilson(k, n), abs=1e-12)
+
+    def test_hand_checked_value(self):
+        # 7 of 10: centre (0.7 + 1.92073/10) / 1.384146 = 0.64446, half width 0.26689
+        low, high = wilson_interval(7, 10)
+        assert (round(low, 4), round(high, 4)) == (0.3968, 0.8922)
+
+    def test_empty_is_nan_and_bad_counts_are_refused(self):
+        assert all(math.isnan(x) for x in wilson_interval(0, 0))
+        with pytest.raises(ValueError, match="successes <= n"):
+            wilson_interval(5, 3)
+
+
+class TestBootstrapInterval:
+    @staticmethod
+    def correlated(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        human = rng.normal(size=n)
+        return human, human + rng.normal(scale=1.0, size=n)
+
+    def test_contains_the_estimate_and_shrinks_with_n(self):
+        widths = []
+        for n in (30, 300):
+            human, metric = self.correlated(n)
+            estimate = stats.pearsonr(human, metric).statistic
+            low, high = bootstrap_interval(lambda a, b: np.corrcoef(a, b)[0, 1], human, metric)
+            assert low < estimate < high
+            widths.append(high - low)
+        assert widths[1] < widths[0] / 2
+
+    def test_a_fixed_seed_gives_the_same_interval(self):
+        human, metric = self.correlated(50)
+
+        def statistic(a, b):
+            return np.corrcoef(a, b)[0, 1]
+
+        first = bootstrap_interval(statistic, human, metric, seed=3)
+        assert bootstrap_interval(statistic, human, metric, seed=3) == first
+        assert bootstrap_interval(statistic, human, metric, seed=4) != first
+
+    def test_mean_interval_matches_the_normal_approximation(self):
+        values = np.random.default_rng(1).normal(loc=2.0, scale=1.0, size=400)
+        low, high = bootstrap_interval(np.mean, values, n_resamples=2000)
+        half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
+        assert low == pytest.approx(values.mean() - half, abs=0.02)
+        assert high == pytest.approx(values.mean() + half, abs=0.02)
+
+    def test_too_few_items_give_nan(self):
+        assert all(math.isnan(x) for x in bootstrap_interval(np.mean, np.array([1.0])))
+
+
+class TestMetricIntervals:
+    def test_pairwise_accuracy_intervals_are_wilson_over_their_own_n(self):
+        result = pairwise_accuracy([0, 0, 1, 1, 2, 5], [1, 2, 0, 1, 3, 4], [1, 1, 1, 0, -1, 0])
+        # human tie dropped: 5 pairs; model tie (1 vs 1): 4 pairs without ties; correct: pairs 0, 1, 5
+        intervals = pairwise_accuracy_intervals(result)
+        assert astuple(intervals["accuracy_with_tie"]) == pytest.approx((0.6, 5, *hand_wilson(3, 5)))
+        assert intervals["accuracy_without_tie"].n == 4
+        assert intervals["accuracy_without_tie"].low == pytest.approx(hand_wilson(3, 4)[0])
+
+    def test_safety_intervals_name_each_metrics_n(self):
+        rewards = np.array([-2.0, -1.0, 1.0, 2.0, -3.0, 0.5, 1.5, -0.5, 2.5, -1.5])
+        labels = np.array([0, 0, 1, 1, 0, 0, 1, 1, 1, 0])
+        point = safety_binary_metrics(rewards, labels)
+        intervals = safety_intervals(rewards, labels)
+        predicted = (rewards >= 0).astype(int)  # sigmoid >= 0.5; positive class: unsafe (0)
+        true_positive = int(((labels == 0) & (predicted == 0)).sum())
+        assert astuple(intervals["accuracy"]) == pytest.approx((point.accuracy, 10, *hand_wilson(8, 10)))
+        assert intervals["precision"].n == int((predicted == 0).sum()) == point.n_predicted_positive
+        assert intervals["recall"].n == int((labels == 0).sum())
+        assert intervals["recall"].low == pytest.approx(hand_wilson(true_positive, 5)[0])
+        f1 = intervals["f1"]
+        assert f1.value == pytest.approx(f1_score(labels, predicted, pos_label=0)) and f1.n == 10
+        assert f1.low <= f1.value <= f1.high and f1.high <= 1.0
+
+    def test_correlation_intervals_contain_their_estimates(self):
+        human, metric = TestBootstrapInterval.correlated(40, seed=2)
+        human = np.round(human)  # human ties, as TIFA's averaged ratings have
+        point = correlation_metrics(human, metric)
+        intervals = correlation_intervals(human, metric, n_resamples=300)
+        assert intervals["pearson"].value == point.pearson and intervals["pearson"].n == 40
+        assert intervals["kendall_tau_b"].value == point.kendall_tau_b
+        for estimate in intervals.values():
+            assert estimate.low < estimate.value < estimate.high
+
+    def test_fixed_epsilon_accuracy_equals_the_calibrated_one_at_its_epsilon(self):
+        rng = np.random.default_rng(7)
+        human, metric = rng.integers(0, 4, 25).astype(float), np.round(rng.normal(size=25), 1)
+        calibrated = tie_calibrated_pairwise_accuracy(human, metric)
+        assert pairwise_accuracy_at(human, metric, calibrated.epsilon) == pytest.approx(calibrated.accuracy)
+        assert pairwise_accuracy_at(human, metric, 10.0) == pytest.approx(loop_tie_fraction(human), abs=1e-12)
+
+
+def loop_tie_fraction(human) -> float:
+    """With every metric pair tied, the correct pairs are the human ties."""
+    pairs = list(itertools.combinations(human, 2))
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def test_fast_pairwise_accuracy_interval_equals_the_plain_bootstrap():
+    rng = np.random.default_rng(5)
+    human = rng.integers(1, 5, 40).astype(float)
+    metric = np.round(human + rng.normal(size=40), 1)
+    for epsilon in (0.0, 0.3):
+        plain = bootstrap_interval(
+            lambda a, b, e=epsilon: pairwise_accuracy_at(a, b, e), human, metric, n_resamples=150, seed=9
+        )
+        assert pairwise_accuracy_interval(human, metric, epsilon, n_resamples=150, seed=9) == pytest.approx(
+            plain
+        )

@@ -334,24 +334,12 @@ def retrain_reward_model(
                 row.champion_after = promoted.model_key
             row.decision, row.reason = decision.action, decision.reason
         except Exception as error:
-            row.decision = FAILED
-            row.reason = (
-                f"{step} failed: {type(error).__name__}: {error}; "
-                f"the champion is unchanged ({row.champion_key or 'none yet'})"
-            )
-            row.finished_at = utc_now()
-            registry.append(row)
+            _record_failure(registry, row, f"{step} failed", error)
             _publish_decision(row, decision=None, champion=registry.champion(perspective))
             logger.error("%s", row.reason)
             raise RetrainFailed(row.reason) from error
         except BaseException as error:  # the run crashes (terminated, interrupted): record it, then go on
-            row.decision = FAILED
-            row.reason = (
-                f"{step} crashed: {type(error).__name__}: {error}; "
-                f"the champion is unchanged ({row.champion_key or 'none yet'})"
-            )
-            row.finished_at = utc_now()
-            registry.append(row)
+            _record_failure(registry, row, f"{step} crashed", error)
             logger.error("%s", row.reason)
             raise
 
@@ -391,6 +379,15 @@ def _data_line(row: LedgerRow, previous: dict[str, Any] | None, rebuilt: list[st
 
 def _number(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.4f}"
+
+
+def _record_failure(registry: ModelRegistry, row: LedgerRow, what: str, error: BaseException) -> None:
+    """Append ``row`` to the ledger as failed: ``what`` (e.g. "train failed"), the error, champion kept."""
+    row.decision = FAILED
+    kept = row.champion_key or "none yet"
+    row.reason = f"{what}: {type(error).__name__}: {error}; the champion is unchanged ({kept})"
+    row.finished_at = utc_now()
+    registry.append(row)
 
 
 def _publish_decision(

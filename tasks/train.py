@@ -167,6 +167,8 @@ def tiny_backbone(*, arch: str = "llava", seed: int = 0, root: str | Path | None
 
     directory = artifacts_root(root) / TINY_BACKBONE_DIR
     final = directory / f"{arch}-seed{seed}"
+    if (final / "config.json").is_file():  # folders are renamed into place whole: reading needs no lock
+        return final
     directory.mkdir(parents=True, exist_ok=True)
     with FileLock(str(directory / f"{final.name}.lock")):
         if (final / "config.json").is_file():

@@ -49,3 +49,16 @@ def test_a_stage_to_compute_says_it_needs_write_access(tmp_path: Path, monkeypat
         f"{tmp_path / 'art' / 'ingest_ratings'}: stage ingest_ratings has no finished output"
     )
     assert "needs write access to the artifact root ([Errno 13] Permission denied" in message
+
+
+def test_a_built_tiny_backbone_is_read_without_writing(tmp_path: Path) -> None:
+    """The train flow's demo backbone: once built, using it again creates no lock file."""
+    from tasks.train import tiny_backbone
+
+    art = tmp_path / "art"
+    first = tiny_backbone(root=art)
+    for lock in art.rglob("*.lock"):
+        lock.unlink()
+    before = snapshot(art)
+    assert tiny_backbone(root=art) == first
+    assert snapshot(art) == before

@@ -64,7 +64,7 @@ from transformers import (
 from benchmarks.common import library_versions, write_json
 from reward.backbones import Backbone
 from reward.backbones.adapters import LLAVA, PHI3_VISION, QWEN_VL, ArchitectureAdapter
-from reward.backbones.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VImageProcessor, Phi3VProcessor
+from reward.backbones.phi3v import Phi3VConfig, Phi3VForCausalLM, Phi3VProcessor, build_processor
 from reward.backbones.phi3v.config import CLIP_VIT_L_14_336
 from reward.backbones.templates import PAPER_NUM_CROPS
 from reward.config import BackboneConfig, HeadConfig, LoraSettings
@@ -266,7 +266,6 @@ def _qwen(size: BackboneSize) -> tuple[Any, Any, ArchitectureAdapter]:
 
 def _phi3v(size: BackboneSize) -> tuple[Any, Any, ArchitectureAdapter]:
     tokenizer = build_tokenizer(PHI3_CHAT_TOKENS, named_tokens={"image_token": Phi3VProcessor.image_token})
-    tokens_per_view = (size.image_size // size.patch_size // 2) ** 2
     config = Phi3VConfig(
         **size.text,
         max_position_embeddings=4096,
@@ -275,7 +274,6 @@ def _phi3v(size: BackboneSize) -> tuple[Any, Any, ArchitectureAdapter]:
         eos_token_id=tokenizer.eos_token_id,
         img_processor={
             "image_dim_out": size.vision["hidden_size"],
-            "num_img_tokens": tokens_per_view,
             "vision_config": {**size.vision, "image_size": size.image_size, "patch_size": size.patch_size},
         },
         embd_layer={
@@ -284,10 +282,8 @@ def _phi3v(size: BackboneSize) -> tuple[Any, Any, ArchitectureAdapter]:
             "with_learnable_separator": True,
         },
     )
-    image_processor = Phi3VImageProcessor(
-        size.num_crops or 4, crop_size=size.image_size, tokens_per_view=tokens_per_view
-    )
-    return Phi3VForCausalLM(config), Phi3VProcessor(image_processor, tokenizer), PHI3_VISION
+    processor = build_processor(config, {}, tokenizer, num_crops=size.num_crops or 4)
+    return Phi3VForCausalLM(config), processor, PHI3_VISION
 
 
 _BUILDERS: dict[str, Callable[[BackboneSize], tuple[Any, Any, ArchitectureAdapter]]] = {

@@ -56,6 +56,12 @@ def vision_tower_config(config: Phi3VConfig) -> CLIPVisionConfig:
     return vision
 
 
+def tokens_per_view(config: Phi3VConfig) -> int:
+    """Image tokens of one view: the CLIP patch grid merged 2 x 2 (144 for 336 px, patch 14)."""
+    vision = vision_tower_config(config)
+    return (int(vision.image_size) // int(vision.patch_size) // 2) ** 2
+
+
 def image_feature_layer(config: Phi3VConfig) -> int:
     """Which CLIP hidden state gives the patch features (published default: -2, the second to last)."""
     return int((config.img_processor or {}).get("layer_idx", -2))
@@ -84,5 +90,6 @@ __all__ = [
     "image_feature_layer",
     "keeps_cls_token",
     "phi3v_config_from_dict",
+    "tokens_per_view",
     "vision_tower_config",
 ]

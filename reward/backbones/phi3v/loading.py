@@ -14,7 +14,12 @@ import torch
 from transformers import PreTrainedTokenizerFast
 from transformers.utils import cached_file
 
-from reward.backbones.phi3v.config import phi3v_config_from_dict, vision_tower_config
+from reward.backbones.phi3v.config import (
+    Phi3VConfig,
+    phi3v_config_from_dict,
+    tokens_per_view,
+    vision_tower_config,
+)
 from reward.backbones.phi3v.image_processing import CLIP_MEAN, CLIP_STD, Phi3VImageProcessor
 from reward.backbones.phi3v.modeling import Phi3VForCausalLM
 from reward.backbones.phi3v.processing import Phi3VProcessor
@@ -41,28 +46,26 @@ def read_preprocessor_config(name_or_path: str, revision: str | None = None) -> 
 
 
 def build_processor(
-    config_dict: dict[str, Any],
+    config: Phi3VConfig,
     preprocessor: dict[str, Any],
     tokenizer: Any,
     *,
     num_crops: int | None = None,
 ) -> Phi3VProcessor:
     """The processor for a model config + preprocessor config; ``num_crops`` overrides the file's."""
-    config = phi3v_config_from_dict(config_dict)
     vision = vision_tower_config(config)
-    grid = int(vision.image_size) // int(vision.patch_size)
-    tokens_per_view = (grid // 2) ** 2
+    per_view = tokens_per_view(config)
     declared = preprocessor.get("num_img_tokens")
-    if declared is not None and int(declared) != tokens_per_view:
+    if declared is not None and int(declared) != per_view:
         raise ValueError(
             f"{PREPROCESSOR_FILE} says num_img_tokens={declared}, but the vision tower "
-            f"({vision.image_size} px, patch {vision.patch_size}) gives {tokens_per_view} tokens per view"
+            f"({vision.image_size} px, patch {vision.patch_size}) gives {per_view} tokens per view"
         )
     crops = num_crops if num_crops is not None else int(preprocessor.get("num_crops", 4))
     image_processor = Phi3VImageProcessor(
         crops,
         crop_size=int(vision.image_size),
-        tokens_per_view=tokens_per_view,
+        tokens_per_view=per_view,
         image_mean=preprocessor.get("image_mean", CLIP_MEAN),
         image_std=preprocessor.get("image_std", CLIP_STD),
     )
@@ -86,7 +89,7 @@ def load_phi3v(
     model = Phi3VForCausalLM.from_pretrained(name_or_path, **kwargs)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(name_or_path, revision=revision)
     processor = build_processor(
-        config_dict, read_preprocessor_config(name_or_path, revision), tokenizer, num_crops=num_crops
+        config, read_preprocessor_config(name_or_path, revision), tokenizer, num_crops=num_crops
     )
     return model, processor
 

@@ -270,8 +270,8 @@ def backbone_config_for(
     return replace(config.backbone, **changes)
 
 
-def allowed_backbone(folder: str | Path, backbone: BackboneConfig, trust_remote_code: bool) -> BackboneConfig:
-    """``backbone`` with remote code only where the folder asks for it and the caller allows it.
+def check_remote_code_allowed(folder: str | Path, backbone: BackboneConfig, trust_remote_code: bool) -> None:
+    """Remote code runs only where the folder asks for it and the caller allows it.
 
     A folder whose saved config asks for remote code, loaded by a caller who did not allow it, is
     refused (nothing is imported from the base model's folder). The caller's permission never turns
@@ -286,7 +286,6 @@ def allowed_backbone(folder: str | Path, backbone: BackboneConfig, trust_remote_
             "RewardScorer.from_pretrained) or the flow parameter trust_remote_code=true, "
             "only for a folder and base model you trust"
         )
-    return backbone
 
 
 def load_reward_model(
@@ -303,11 +302,11 @@ def load_reward_model(
     ``backbone`` replaces the saved base model location (e.g. the model folder moved machines);
     ``adapter_name`` names the peft adapter (default: the perspective); ``trust_remote_code`` allows
     modelling code shipped with the base model (the saved config alone never does, see
-    :func:`allowed_backbone`).
+    :func:`check_remote_code_allowed`).
     """
     config = read_reward_config(folder)
-    wanted = backbone_config_for(config, backbone=backbone, dtype=dtype)
-    base = load_backbone_from_config(allowed_backbone(folder, wanted, trust_remote_code))
+    check_remote_code_allowed(folder, config.backbone, trust_remote_code)
+    base = load_backbone_from_config(backbone_config_for(config, backbone=backbone, dtype=dtype))
     name = check_perspective_name(adapter_name or config.perspective)
     model = RewardModel(base, config.head, config.lora, adapter_name=name)
     load_trainable_weights(model, folder, adapter_name=name)
@@ -324,8 +323,8 @@ __all__ = [
     "HEAD_WEIGHTS",
     "PROJECTOR_WEIGHTS",
     "RewardModelConfig",
-    "allowed_backbone",
     "backbone_config_for",
+    "check_remote_code_allowed",
     "check_perspective_name",
     "load_adapter_weights",
     "load_head",

@@ -154,14 +154,14 @@ def reward_model_scorers(
     Folders on the same base model (and the same choice of LoRA or not) share one lazily loaded
     base model; reading the configs here loads no weights. A folder that asks for remote code the
     caller did not allow (``trust_remote_code``) is refused here, before anything is scored."""
-    from reward.checkpoint import allowed_backbone, read_reward_config
+    from reward.checkpoint import check_remote_code_allowed, read_reward_config
 
     groups: dict[str, dict[str, Path]] = {}
     members: list[tuple[str, str, str]] = []  # (display name, group key, adapter name)
     skipped: dict[str, str] = {}
     for index, (name, folder) in enumerate(models.items()):
         config = read_reward_config(folder)
-        allowed_backbone(folder, config.backbone, trust_remote_code)
+        check_remote_code_allowed(folder, config.backbone, trust_remote_code)
         if config.loss.kind == "gpm" or config.head.gpm_dim is not None:
             skipped[name] = f"{folder}: {GPM_SKIP_REASON}"
             continue

@@ -32,8 +32,8 @@ def read_config_dict(name_or_path: str, revision: str | None = None) -> dict[str
 
 
 def resolve_adapter(config: BackboneConfig, config_dict: dict[str, Any] | None = None) -> ArchitectureAdapter:
-    """The adapter for the checkpoint; refuses remote code unless ``trust_remote_code`` was asked for.
-    Phi-3.5-vision loads natively unless ``trust_remote_code`` asks for its shipped code."""
+    """The adapter for the checkpoint. Phi-3.5-vision loads natively unless ``trust_remote_code`` asks for
+    its shipped code; no other family runs code from its folder."""
     if config_dict is None:
         config_dict = read_config_dict(config.name_or_path, config.revision)
     model_type = config_dict.get("model_type")
@@ -44,12 +44,6 @@ def resolve_adapter(config: BackboneConfig, config_dict: dict[str, Any] | None =
         raise BackboneError(
             f"{config.name_or_path}: num_crops applies to Phi-3.5-vision (phi3_v) only; "
             f"this checkpoint is {model_type!r}"
-        )
-    if adapter.remote_code and not config.trust_remote_code:
-        raise BackboneError(
-            f"{config.name_or_path}: model_type {config_dict.get('model_type')!r} runs modelling code "
-            "shipped with the checkpoint; pass trust_remote_code=True to allow it "
-            "(only for sources you trust)"
         )
     return adapter
 

@@ -48,6 +48,7 @@ from reward.checkpoint import (
 )
 from reward.config import BackboneConfig, ConfigError, HeadConfig, LoraSettings, LossConfig
 from reward.model import RewardModel
+from reward.training import trainable_fraction
 
 REWARD_CONFIG = "reward_config.yaml"
 HEAD_FILE = "pytorch_model.bin"
@@ -466,7 +467,7 @@ def import_checkpoint(
         head=head_config,
         loss=loss_config,
         lora=lora,
-        trainable_fraction=report["trainable"] / max(report["total"], 1),
+        trainable_fraction=trainable_fraction(report),
         parameters=report,
         training={
             "imported_from": {

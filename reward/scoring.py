@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 
 from data.images import ImageError, open_image
+from reward.backbones.adapters import BackboneError
+from reward.backbones.backbone import check_pixel_tensor
 from reward.checkpoint import (
     CheckpointError,
     RewardModelConfig,
@@ -45,7 +47,8 @@ from reward.model import RewardModel
 from reward.prefetch import prefetched
 from reward.registry import resolve_model_folder
 
-ImageInput = str | Path | bytes | bytearray | Image.Image
+#: A path / URI, encoded bytes, a PIL image, or a uint8 (3, H, W) tensor (a sampler's output).
+ImageInput = str | Path | bytes | bytearray | Image.Image | torch.Tensor
 
 
 class ScoringError(ValueError):
@@ -58,6 +61,8 @@ def describe(image: ImageInput) -> str:
         return str(image)
     if isinstance(image, Image.Image):
         return f"<PIL image {image.width}x{image.height}>"
+    if isinstance(image, torch.Tensor):
+        return f"<{str(image.dtype).removeprefix('torch.')} tensor {tuple(image.shape)}>"
     return f"<{len(image)} bytes>"
 
 
@@ -78,6 +83,18 @@ def as_image(image: ImageInput) -> Image.Image:
         except ImageError as error:
             raise ScoringError(str(error)) from error
     raise ScoringError(f"an image must be a path, URI, PIL image or bytes, got {type(image).__name__}")
+
+
+def as_model_image(image: ImageInput) -> Image.Image | torch.Tensor:
+    """What the backbone takes: a uint8 (3, H, W) tensor as it is (checked), anything else as
+    :func:`as_image` reads it."""
+    if isinstance(image, torch.Tensor):
+        try:
+            check_pixel_tensor(image, describe(image))
+        except BackboneError as error:
+            raise ScoringError(str(error)) from error
+        return image
+    return as_image(image)
 
 
 @dataclass
@@ -263,7 +280,7 @@ class RewardScorer:
 
         def prepare(start: int) -> Mapping[str, torch.Tensor]:
             end = start + self.batch_size
-            batch = [as_image(image) for image in images[start:end]]
+            batch = [as_model_image(image) for image in images[start:end]]
             return self.model.backbone.prepare(batch, list(prompts[start:end]))
 
         chunks = []
@@ -347,7 +364,9 @@ def pairwise_probability(loss: LossConfig, rewards: torch.Tensor) -> torch.Tenso
 
 
 def _image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
-    if isinstance(images, str | Path | bytes | bytearray | Image.Image):
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return list(images.unbind(0))
+    if isinstance(images, str | Path | bytes | bytearray | Image.Image | torch.Tensor):
         return [images]
     return list(images)
 
@@ -363,6 +382,7 @@ __all__ = [
     "RewardScorer",
     "ScoringError",
     "as_image",
+    "as_model_image",
     "describe",
     "pairwise_probability",
 ]

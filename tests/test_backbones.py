@@ -207,7 +207,9 @@ class TestPrompts:
         backbone = backbones["llava"]
         with pytest.raises(BackboneError, match="got 2 images but 1 prompts"):
             backbone.prepare(images(SQUARE[:2]), PROMPTS[:1])
-        with pytest.raises(BackboneError, match=r"images\[1\] must be a PIL image, got ndarray"):
+        with pytest.raises(
+            BackboneError, match=r"images\[1\] must be a PIL image or a uint8 \(3, H, W\) tensor, got ndarray"
+        ):
             backbone.prepare([images(SQUARE[:1])[0], np.zeros((4, 4, 3))], PROMPTS[:2])
         with pytest.raises(BackboneError, match=r"prompts\[0\] must be a string"):
             backbone.prepare(images(SQUARE[:1]), [None])
@@ -215,6 +217,31 @@ class TestPrompts:
             backbone.prepare(images(SQUARE[:2]), ["a red star", "a <image> star"])
         with pytest.raises(BackboneError, match="need 'input_ids' and 'attention_mask'"):
             backbone({"pixel_values": torch.zeros(1, 3, 64, 64)})
+
+    @pytest.mark.parametrize("arch", ARCHS)
+    def test_uint8_tensors_give_the_inputs_of_the_same_pil_images(self, backbones, arch: str) -> None:
+        """A sampler's pixels reach the processor as tensors, with exactly the PIL path's result."""
+        backbone = backbones[arch]
+        pictures = images(MIXED, seed=3)
+        tensors = [
+            torch.from_numpy(np.asarray(picture)).permute(2, 0, 1).contiguous() for picture in pictures
+        ]
+        from_pil, from_tensors = backbone.prepare(pictures, PROMPTS), backbone.prepare(tensors, PROMPTS)
+        assert backbone.adapter.accepts_pixel_tensors
+        assert from_pil.keys() == from_tensors.keys()
+        for key, value in from_pil.items():
+            assert torch.equal(value, from_tensors[key]), key
+
+    def test_bad_image_tensors_are_named(self, backbones) -> None:
+        backbone = backbones["llava"]
+        pixels = torch.zeros(3, 8, 8, dtype=torch.uint8)
+        with pytest.raises(
+            BackboneError,
+            match=r"images\[1\]: an image tensor must be uint8 \(3, H, W\), got float32 \(3, 8, 8\)",
+        ):
+            backbone.prepare([pixels, pixels.float()], PROMPTS[:2])
+        with pytest.raises(BackboneError, match=r"images\[0\]: .* got uint8 \(8, 8, 3\)"):
+            backbone.prepare([pixels.permute(1, 2, 0)], PROMPTS[:1])
 
     def test_grayscale_images_are_converted(self, backbones) -> None:
         backbone = backbones["llava"]

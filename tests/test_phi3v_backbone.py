@@ -100,6 +100,16 @@ class TestNativeMatchesStandIn:
 
 
 class TestVisualTokens:
+    def test_uint8_tensors_become_the_pil_images_of_the_hd_transform(self, phi_dir) -> None:
+        """The HD transform resizes PIL images (the paper's arithmetic), so tensors are converted first."""
+        native = load_backbone(phi_dir)
+        pictures = images(MIXED, seed=5)
+        tensors = [torch.from_numpy(np.asarray(picture)).permute(2, 0, 1) for picture in pictures]
+        assert not native.adapter.accepts_pixel_tensors
+        from_pil, from_tensors = native.prepare(pictures, PROMPTS), native.prepare(tensors, PROMPTS)
+        for key, value in from_pil.items():
+            assert torch.equal(value, from_tensors[key]), key
+
     def test_processor_writes_negative_ids_one_run_per_image(self, backbone) -> None:
         pictures = images(MIXED)
         inputs = backbone.prepare(pictures, PROMPTS)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import expit
 
 from reward.config import HeadConfig, LoraSettings, LossConfig
@@ -82,7 +83,9 @@ class TestScore:
         archive = tmp_path / "images.zip"
         with zipfile.ZipFile(archive, "w") as handle:
             handle.write(path, "inside/image0.png")
+        pixels = torch.from_numpy(np.asarray(pictures(1, seed=11)[0])).permute(2, 0, 1)
         forms = [path, str(path), f"{archive}::inside/image0.png", path.read_bytes(), pictures(1, seed=11)[0]]
+        forms += [pixels, pixels[None]]  # a uint8 (3, H, W) tensor, and a (1, 3, H, W) batch of them
         values = [scorer.score(form, PROMPTS[0])[0] for form in forms]
         assert all(value == values[0] for value in values), values
 
@@ -104,6 +107,10 @@ class TestScore:
             scorer.score(image_files[0], PROMPTS[0], perspective="safety")
         with pytest.raises(ScoringError, match="no images to score"):
             scorer.score([], PROMPTS[0])
+        with pytest.raises(
+            ScoringError, match=r"<float32 tensor \(3, 8, 8\)>: an image tensor must be uint8"
+        ):
+            scorer.score(torch.zeros(3, 8, 8), PROMPTS[0])
 
     def test_perspective_argument_does_not_change_the_active_one(
         self, scorer: RewardScorer, image_files

@@ -58,6 +58,24 @@ def test_weighted_mix_of_perspectives(scorer: RewardScorer, images: torch.Tensor
         ScorerReward(scorer, "overall")
 
 
+def test_scorer_reward_takes_the_particles_without_pil(
+    scorer: RewardScorer, images: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The particles reach the scorer as uint8 tensors and score as their 8-bit PIL images do."""
+    expected = scorer.score(to_pil(images), PROMPTS, perspective="alignment")
+    seen = []
+    original = scorer.score
+
+    def recording(pictures, prompts, **kwargs):  # noqa: ANN001, ANN202
+        seen.extend(type(picture).__name__ for picture in pictures)
+        return original(pictures, prompts, **kwargs)
+
+    monkeypatch.setattr(scorer, "score", recording)
+    got = ScorerReward(scorer, "alignment")(images, PROMPTS).numpy()
+    assert seen == ["Tensor"] * 3
+    assert np.array_equal(got, expected.astype(np.float64))
+
+
 def test_clipscore_reward_matches_the_baseline(images: torch.Tensor) -> None:
     reward = clipscore_reward(ClipSpec())
     expected = ClipScoreScorer(ClipSpec()).score(to_pil(images), PROMPTS)

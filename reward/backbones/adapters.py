@@ -52,6 +52,9 @@ class ArchitectureAdapter:
     #: A fixed prompt template for this family, used when the user gives none; None: the processor's
     #: chat template (prompt before image) or "{prompt}\n{image}".
     default_template: str | None = None
+    #: The processor takes uint8 (3, H, W) tensors exactly as it takes PIL images (transformers'
+    #: torchvision-backed image processors); False: tensors become PIL images before the processor.
+    accepts_pixel_tensors: bool = True
 
     @property
     def decoder_layers_path(self) -> str:
@@ -236,6 +239,7 @@ PHI3_VISION = Phi3VisionAdapter(
     embeddings_module_path="model.vision_embed_tokens",
     default_lora_modules=("qkv_proj", "o_proj"),
     auto_class="phi3v-native",
+    accepts_pixel_tensors=False,  # the HD transform resizes and pads PIL images, as the paper's code does
     default_template="<|user|>\n{prompt}\n{image}<|end|>\n<|assistant|>\n",
 )
 

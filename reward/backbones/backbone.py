@@ -23,6 +23,15 @@ from reward.config import BackboneConfig
 FALLBACK_TEMPLATE = "{prompt}\n{image}"
 
 
+def check_pixel_tensor(image: Tensor, name: str) -> None:
+    """Raise a :class:`BackboneError` naming ``name`` unless ``image`` is a uint8 (3, H, W) tensor."""
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+        raise BackboneError(
+            f"{name}: an image tensor must be uint8 (3, H, W), got {str(image.dtype).removeprefix('torch.')} "
+            f"{tuple(image.shape)}"
+        )
+
+
 #: Distinct prompts whose rendered text a backbone remembers (cleared when full).
 RENDER_CACHE_SIZE = 100_000
 
@@ -120,17 +129,17 @@ class Backbone(nn.Module):
             return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return FALLBACK_TEMPLATE.format(prompt=prompt, image=self.image_placeholder)
 
-    def prepare(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Mapping[str, Tensor]:
-        """Processor outputs (CPU tensors) for a batch of (image, prompt) pairs."""
+    def prepare(self, images: Sequence[Image.Image | Tensor], prompts: Sequence[str]) -> Mapping[str, Tensor]:
+        """Processor outputs (CPU tensors) for a batch of (image, prompt) pairs. An image is a PIL image
+        or a uint8 (3, H, W) tensor (e.g. a sampler's output), which reaches the processor without a PIL
+        round trip where the architecture's processor takes tensors."""
         if len(images) != len(prompts):
             raise BackboneError(f"got {len(images)} images but {len(prompts)} prompts")
         if not images:
             raise BackboneError("cannot prepare an empty batch")
         image_token = getattr(self.processor, "image_token", None) or self.image_placeholder
-        rgb = []
+        pixels = []
         for index, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
-            if not isinstance(image, Image.Image):
-                raise BackboneError(f"images[{index}] must be a PIL image, got {type(image).__name__}")
             if not isinstance(prompt, str):
                 raise BackboneError(f"prompts[{index}] must be a string, got {type(prompt).__name__}")
             if image_token in prompt:
@@ -138,9 +147,22 @@ class Backbone(nn.Module):
                     f"prompts[{index}] contains the image token {image_token!r}; "
                     "the image is inserted by the prompt template"
                 )
-            rgb.append(image if image.mode == "RGB" else image.convert("RGB"))
+            pixels.append(self._processor_image(image, index))
         texts = [self.render_prompt(prompt) for prompt in prompts]
-        return self.adapter.prepare(self.processor, rgb, texts)
+        return self.adapter.prepare(self.processor, pixels, texts)
+
+    def _processor_image(self, image: Image.Image | Tensor, index: int) -> Image.Image | Tensor:
+        """An RGB PIL image, or a checked uint8 (3, H, W) tensor in the form the processor takes."""
+        if isinstance(image, Image.Image):
+            return image if image.mode == "RGB" else image.convert("RGB")
+        if not isinstance(image, Tensor):
+            raise BackboneError(
+                f"images[{index}] must be a PIL image or a uint8 (3, H, W) tensor, got {type(image).__name__}"
+            )
+        check_pixel_tensor(image, f"images[{index}]")
+        if self.adapter.accepts_pixel_tensors:
+            return image.cpu()
+        return Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
 
     # ----------------------------------------------------------------- forward
     @contextmanager

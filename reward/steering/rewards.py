@@ -18,10 +18,14 @@ class RewardFn(Protocol):
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor | np.ndarray: ...
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) floats in [0, 1] → uint8 pixels (rounded, on the CPU), as an 8-bit image stores them."""
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(N, 3, H, W) floats in [0, 1] → RGB PIL images (rounded to 8 bits)."""
-    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return [Image.fromarray(array) for array in pixels.permute(0, 2, 3, 1).cpu().numpy()]
+    return [Image.fromarray(array) for array in to_uint8(images).permute(0, 2, 3, 1).numpy()]
 
 
 def as_reward_vector(values: Any, count: int, *, name: str = "reward") -> torch.Tensor:
@@ -51,7 +55,8 @@ class PilReward:
 
 class ScorerReward:
     """A project reward model (:class:`reward.scoring.RewardScorer`): one perspective, or a weighted mix
-    ``{perspective: weight}`` (Σ weight · reward). Scalar (non-GPM) perspectives only."""
+    ``{perspective: weight}`` (Σ weight · reward). Scalar (non-GPM) perspectives only. The particles reach
+    the scorer as uint8 tensors: no PIL round trip where the backbone's processor takes tensors."""
 
     def __init__(
         self, scorer: Any, perspectives: str | Mapping[str, float] | None = None, name: str = ""
@@ -72,12 +77,12 @@ class ScorerReward:
         self.name = name or "+".join(self.weights)
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        pil = to_pil(images)
-        total = torch.zeros(len(pil), dtype=torch.float64)
+        pixels = list(to_uint8(images).unbind(0))
+        total = torch.zeros(len(pixels), dtype=torch.float64)
         for perspective, weight in self.weights.items():
             total += (
                 weight
-                * torch.as_tensor(self.scorer.score(pil, list(prompts), perspective=perspective)).double()
+                * torch.as_tensor(self.scorer.score(pixels, list(prompts), perspective=perspective)).double()
             )
         return total
 

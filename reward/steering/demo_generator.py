@@ -21,6 +21,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from data.demo.oracle import PromptParseError, parse_prompt
 from data.demo.render import ImageSpec, render
@@ -102,6 +103,16 @@ class DemoGeneratorConfig:
     max_minutes: float | None = field(default=10.0, metadata=_help("Stop after this many minutes."))
     batch_size: int = field(default=64, metadata=_help("Rendered scenes per step."))
     learning_rate: float = field(default=2e-3, metadata=_help("AdamW learning rate."))
+    final_learning_rate: float = field(
+        default=2e-4,
+        metadata=_help("Learning rate reached at the last step (cosine decay from learning_rate)."),
+    )
+    ema_decay: float | None = field(
+        default=0.995,
+        metadata=_help(
+            "Decay of the saved exponential moving average of the weights; None saves the raw weights."
+        ),
+    )
     condition_dropout: float = field(default=0.1, metadata=_help("Share of contexts replaced by null."))
     train_timesteps: int = field(default=1000, metadata=_help("DDPM training timesteps."))
     seed: int = field(default=0, metadata=_help("Weights, scenes and noise derive from it."))
@@ -114,6 +125,8 @@ class DemoGeneratorConfig:
             raise ValueError(f"image_size {self.image_size} must divide by 2^(blocks-1)")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {self.ema_decay}")
         unknown = sorted(set(self.colours) - set(COLOURS)) + sorted(set(self.shapes) - set(SHAPES))
         if unknown:
             raise ValueError(f"unknown colour(s) / shape(s): {unknown}")
@@ -168,7 +181,16 @@ def train_demo_generator(config: DemoGeneratorConfig, out_dir: str | Path) -> di
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(start / "unet").state_dict())
         encoder.load_state_dict(load_file(start / "encoder.safetensors"))
     scheduler = DDPMScheduler(num_train_timesteps=config.train_timesteps, beta_schedule="squaredcos_cap_v2")
-    optimizer = torch.optim.AdamW([*unet.parameters(), *encoder.parameters()], lr=config.learning_rate)
+    trained = nn.ModuleDict({"unet": unet, "encoder": encoder})
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.steps, eta_min=config.final_learning_rate
+    )
+    average = (
+        None
+        if config.ema_decay is None
+        else AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    )
     generator = torch.Generator().manual_seed(config.seed)
     started, losses, step = time.perf_counter(), [], 0
     unet.train()
@@ -186,6 +208,9 @@ def train_demo_generator(config: DemoGeneratorConfig, out_dir: str | Path) -> di
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
+        if average is not None:
+            average.update_parameters(trained)
         losses.append(float(loss.detach()))
         step += 1
         if step % 25 == 0:
@@ -195,6 +220,8 @@ def train_demo_generator(config: DemoGeneratorConfig, out_dir: str | Path) -> di
                 np.mean(losses[-25:]),
                 time.perf_counter() - started,
             )
+    if average is not None and step > 0:
+        trained.load_state_dict(average.module.state_dict())
     out_dir.mkdir(parents=True, exist_ok=True)
     unet.eval().save_pretrained(out_dir / "unet", safe_serialization=True)
     save_file(
@@ -207,6 +234,7 @@ def train_demo_generator(config: DemoGeneratorConfig, out_dir: str | Path) -> di
         "seconds": round(time.perf_counter() - started, 2),
         "final_loss": float(np.mean(losses[-25:])) if losses else None,
         "stopped_by_time_budget": step < config.steps,
+        "saved_weights": "raw" if average is None else f"ema {config.ema_decay}",
     }
     (out_dir / "generator_config.json").write_text(
         json.dumps({"config": config.to_dict(), "training": stats}, indent=2)

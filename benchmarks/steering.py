@@ -40,6 +40,8 @@ class Settings:
     num_particles: int = 4
     steps: int = 20
     resample_frequency: int = 4
+    #: First step that may resample: x0 predictions of the first steps say little about the final image.
+    resample_start: int = 0
     potentials: tuple[str, ...] = ("max", "diff")
     lambdas: tuple[float, ...] = (10.0, 50.0)
     rewards: tuple[str, ...] = ("alignment", "clipscore", "oracle")
@@ -56,6 +58,7 @@ def method_configs(settings: Settings) -> list[tuple[str, str | None, SteeringCo
     shared = {
         "num_inference_steps": settings.steps,
         "resample_frequency": settings.resample_frequency,
+        "resample_start": settings.resample_start,
         "guidance_scale": settings.guidance_scale,
     }
     k = settings.num_particles
@@ -234,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=Settings.steps)
     parser.add_argument("--particles", type=int, default=Settings.num_particles)
     parser.add_argument("--resample-frequency", type=int, default=Settings.resample_frequency)
+    parser.add_argument("--resample-start", type=int, default=Settings.resample_start)
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(Settings.lambdas))
     parser.add_argument("--potentials", nargs="+", default=list(Settings.potentials))
     parser.add_argument("--rewards", nargs="+", default=None)
@@ -275,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             num_particles=args.particles,
             steps=args.steps,
             resample_frequency=args.resample_frequency,
+            resample_start=args.resample_start,
             potentials=tuple(args.potentials),
             lambdas=tuple(args.lambdas),
             rewards=rewards,

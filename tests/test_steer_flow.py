@@ -208,6 +208,32 @@ def test_flow_with_the_demo_pixel_generator(prefect_harness, tmp_path: Path) -> 
     assert results["judge_oracle"].is_between(0, 1).all()
 
 
+def test_flow_with_a_saved_sdxl_pipeline(prefect_harness, tmp_path: Path) -> None:
+    """An SDXL folder (as a hub download leaves it) is a generator spec like any other."""
+    from reward.steering.tiny import tiny_sdxl_pipeline
+
+    folder = tmp_path / "sdxl"
+    tiny_sdxl_pipeline(seed=2).save_pretrained(folder)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    outputs = steer_generation(
+        prompts_path=str(prompts),
+        methods=["none", "fk"],
+        rewards=["oracle"],
+        judges=["oracle"],
+        num_particles=2,
+        num_inference_steps=2,
+        guidance_scale=2.0,
+        generator=str(folder),
+        device="cpu",
+        artifacts_dir=str(tmp_path / "art"),
+    )
+    results = pl.read_parquet(outputs["results"])
+    assert results.height == 1 + 2
+    assert Image.open(results["image_path"][0]).size == (16, 16)
+    assert results["judge_oracle"].is_between(0, 1).all()
+
+
 def test_demo_deployment_binds_to_the_flow() -> None:
     import inspect
 

@@ -5,12 +5,14 @@ from reward.steering.config import METHODS, POTENTIALS, SteeringConfig, Steering
 from reward.steering.denoisers import LatentTextDenoiser, PixelDenoiser
 from reward.steering.rewards import PilReward, RewardFn, ScorerReward, clipscore_reward, to_pil
 from reward.steering.sampler import SteeringResult, particle_seed, sample
+from reward.steering.sdxl import LatentSDXLDenoiser
 from reward.steering.smc import FKState, StepRecord, effective_sample_size, resample_indices
 
 __all__ = [
     "METHODS",
     "POTENTIALS",
     "FKState",
+    "LatentSDXLDenoiser",
     "LatentTextDenoiser",
     "PilReward",
     "PixelDenoiser",

@@ -1,8 +1,9 @@
 """Generators, rewards and judges by name, loaded once per process.
 
 Generators: ``tiny-latent`` / ``tiny-pixel`` (random, for tests), a demo generator folder
-(:mod:`reward.steering.demo_generator`), or a diffusers text-to-image pipeline (a local folder or a hub
-id such as ``stabilityai/stable-diffusion-2-1-base``; sampled with DDIM on its own noise schedule).
+(:mod:`reward.steering.demo_generator`), or a diffusers text-to-image pipeline, SD or SDXL (a local
+folder or a hub id such as ``stabilityai/stable-diffusion-2-1-base`` or
+``stabilityai/stable-diffusion-xl-base-1.0``; sampled with DDIM on its own noise schedule).
 Rewards / judges: ``oracle`` (the demo scene reader), ``clipscore`` (the CLIPScore baseline with a
 :class:`reward.clip.ClipSpec`) or the name of a reward model folder given in ``reward_models``.
 """
@@ -99,12 +100,27 @@ def _load_generator(spec: str, device: str) -> Any:
         return tiny.tiny_pixel_denoiser()
     if (Path(spec) / "generator_config.json").is_file():
         return load_demo_generator(spec, device)
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    return _pipeline_denoiser(spec, device)
+
+
+def _pipeline_denoiser(spec: str, device: str) -> Any:
+    """A diffusers text-to-image pipeline (SD 1.x / 2.x or SDXL, folder or hub id) as a denoiser that
+    samples with DDIM on the pipeline's own noise schedule."""
+    from diffusers import DDIMScheduler, DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from reward.steering.sdxl import LatentSDXLDenoiser
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipeline = StableDiffusionPipeline.from_pretrained(spec, torch_dtype=dtype).to(device)
+    pipeline = DiffusionPipeline.from_pretrained(spec, dtype=dtype).to(device)
     pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
-    return LatentTextDenoiser.from_pipeline(pipeline)
+    if isinstance(pipeline, StableDiffusionXLPipeline):
+        return LatentSDXLDenoiser.from_pipeline(pipeline)
+    if isinstance(pipeline, StableDiffusionPipeline):
+        return LatentTextDenoiser.from_pipeline(pipeline)
+    raise ValueError(
+        f"{spec}: a {type(pipeline).__name__} cannot be steered; use a StableDiffusionPipeline or "
+        "StableDiffusionXLPipeline (or a demo generator folder)"
+    )
 
 
 def load_generator(spec: str, device: str = "cpu") -> Any:

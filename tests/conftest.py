@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Tests never touch the user's (or `make demo`'s) Prefect home, server or artifacts: a fresh PREFECT_HOME
 # is set before anything imports Prefect, and the API URL is dropped so flows run under the test harness.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llava-reward-tests-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)  # each run left one behind
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("LLAVA_REWARD_ARTIFACTS", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

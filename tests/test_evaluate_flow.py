@@ -201,6 +201,7 @@ def test_score_stage_accounts_for_unreadable_images(tmp_path: Path) -> None:
     assert result.read()["item_id"].to_list() == ["ok"]
 
 
+@pytest.mark.hostile_case(14)
 def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
     specs, skipped = reward_model_specs({"alignment": tiny["model"], "ranking": tiny["gpm"]}, device="cpu")
     assert [spec.name for spec in specs] == ["alignment"] and list(skipped) == ["ranking"]
@@ -261,6 +262,7 @@ def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
     assert evaluation_plots(scores[:4], metrics[:4], root=tmp_path).cached
 
 
+@pytest.mark.hostile_case(13)
 def test_scorer_provenance_says_whether_the_weights_are_random(tiny, tmp_path, caplog) -> None:
     """Issue #11 case 13: the tiny demo backbone and CLIP without pretrained weights are random, a
     real backbone and a CLIP checkpoint are not; a real benchmark scored by random weights warns."""
@@ -319,6 +321,7 @@ def demo_run(prefect_harness, tmp_path_factory) -> dict:
     return {"outputs": outputs, "options": options, "art": art}
 
 
+@pytest.mark.hostile_case(13, 14, 17)
 def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) -> None:
     outputs, art = demo_run["outputs"], demo_run["art"]
     assert list(outputs["benchmarks"]) == DEMO_BENCHMARKS
@@ -392,6 +395,7 @@ def test_real_mjbench_quality_human_pairs(demo_run, real_data: Path) -> None:
     assert [row["label"] for row in rows] == ["alignment (random weights)", "CLIPScore (random weights)"]
 
 
+@pytest.mark.hostile_case(17)
 def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
     outputs = evaluate_reward_model(
         models={"alignment": str(tiny["model"]), "gpm": str(tiny["gpm"])},
@@ -409,6 +413,7 @@ def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
     assert "- TIFA160:" not in report and "- Safety:" not in report and "CLIPScore" not in report
 
 
+@pytest.mark.hostile_case(13)
 def test_a_benchmark_given_by_path_scored_with_random_weights_warns(demo_run, tiny, caplog) -> None:
     """Issue #11 case 13, as a user runs it: a benchmark passed by path (real data for the flow) with
     the default CLIPScore (demo-tiny-clip, no pretrained weights) and a tiny-backbone model."""

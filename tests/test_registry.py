@@ -149,6 +149,7 @@ def test_promotion_switches_the_pointer(models, tmp_path: Path) -> None:
     assert on_disk["model_key"] == "kb" and on_disk["run_id"] == "run-kb"
 
 
+@pytest.mark.hostile_case(18)
 def test_a_registry_perspective_folder_stands_for_its_champion(models, tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
     perspective_dir = registry.perspective_dir("fidelity")

@@ -308,6 +308,7 @@ class Terminated(BaseException):
     """What a worker's termination looks like inside the flow: not an ``Exception``."""
 
 
+@pytest.mark.hostile_case(11)
 def test_a_crashed_run_leaves_a_ledger_row(service, monkeypatch) -> None:
     """Issue #11 case 11: a run that crashes mid-training (not an ordinary exception) is in the ledger."""
     registry = service["registry"]

@@ -37,6 +37,7 @@ def all_rejected(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.hostile_case(5)
 @pytest.mark.parametrize("flow", [build_alignment_data, build_fidelity_data])
 def test_every_row_rejected_fails_naming_the_rejects(flow, all_rejected: dict[str, str]) -> None:
     with pytest.raises(RuntimeError) as caught:
@@ -47,6 +48,7 @@ def test_every_row_rejected_fails_naming_the_rejects(flow, all_rejected: dict[st
     assert rejects.endswith(".rejects.parquet") and Path(rejects).is_file()
 
 
+@pytest.mark.hostile_case(6)
 @pytest.mark.parametrize("search_k", [0, -1])
 def test_search_k_is_checked_before_any_stage(search_k: int, all_rejected: dict[str, str]) -> None:
     with pytest.raises(ParameterError) as caught:
@@ -57,6 +59,7 @@ def test_search_k_is_checked_before_any_stage(search_k: int, all_rejected: dict[
     assert not Path(all_rejected["artifacts_dir"]).exists()  # no stage ran
 
 
+@pytest.mark.hostile_case(6)
 def test_faiss_never_asserts_at_the_user() -> None:
     vectors = np.eye(3, dtype=np.float32)
     groups = np.array([0, 1, 2])

@@ -25,6 +25,8 @@ from data.readers import (
 from data.readers.common import OUTSIDE_ROOT, ReadResult
 from tests.factories import imagerewarddb_root, webp_bytes
 
+pytestmark = pytest.mark.hostile_case(1)
+
 SECRET = webp_bytes((1, 2, 3))
 
 

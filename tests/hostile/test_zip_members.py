@@ -14,6 +14,8 @@ import pytest
 
 from data.images import MAX_MEMBER_BYTES, ImageError, check_image, clear_caches, read_image_bytes
 
+pytestmark = pytest.mark.hostile_case(9)
+
 LIMIT = 1024 * 1024
 BOMB = b"\0" * (4 * LIMIT)
 

@@ -131,6 +131,7 @@ def pytest_command(
 ) -> list[str]:
     command = [sys.executable, "-m", "pytest", "-p", PLUGIN, f"--battery-json={json_path}"]
     command += [f"--basetemp={basetemp}", "-p", "no:cacheprovider", "-q", "-m", "hostile_case"]
+    command += ["--continue-on-collection-errors"]
     return command + (["--collect-only"] if collect_only else []) + paths
 
 

@@ -19,7 +19,6 @@ import reward.registry
 from reward.checkpoint import CheckpointError
 from reward.config import HeadConfig, LoraSettings
 from reward.registry import (
-    CRASHED_REASON,
     LEDGER_SCHEMA,
     LedgerRow,
     ModelRegistry,
@@ -358,6 +357,10 @@ def test_ledger_timestamps_are_utc(tmp_path: Path) -> None:
     assert stored["started_at"].utcoffset() == timedelta(0)
 
 
+#: The reason of a run that ended without recording its outcome, word for word (issue #11 case 11).
+CRASHED = "process ended without recording an outcome (killed?)"
+
+
 @pytest.mark.hostile_case(11)
 def test_a_run_that_never_recorded_its_outcome_is_reconciled_once(tmp_path: Path) -> None:
     """A run's marker outlives it only when it was killed: reconcile turns it into one crashed row, never
@@ -375,7 +378,7 @@ def test_a_run_that_never_recorded_its_outcome_is_reconciled_once(tmp_path: Path
     assert last == {**{name: None for name in LEDGER_SCHEMA}, **vars(crashed)}
     assert (last["decision"], last["started_at"], last["finished_at"]) == ("crashed", killed.started_at, None)
     assert (last["champion_key"], last["benchmark"], last["tolerance"]) == ("k0", "heldout", 0.01)
-    assert last["reason"].startswith(f"{CRASHED_REASON}: run killed started ")
+    assert last["reason"].startswith(f"{CRASHED}: run killed started ")
     assert last["reason"].endswith("; the champion is none yet")  # no champion pointer in this registry
     assert registry.reconcile("fidelity") == [] and registry.ledger().equals(ledger)
 

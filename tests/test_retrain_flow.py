@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from reward.checkpoint import read_reward_config
 from reward.config import HeadConfig, LoraSettings
 from reward.evaluation import EvaluationError
 from reward.metrics import pairwise_accuracy, safety_binary_metrics
-from reward.registry import CRASHED_REASON, ModelRegistry
+from reward.registry import ModelRegistry, utc_now
 from tasks.evaluate import reward_model_specs
 from tasks.promote import (
     PRIMARY_METRICS,
@@ -359,32 +360,35 @@ def start_run_to_kill(service, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
 
 @pytest.mark.hostile_case(11)
 def test_a_run_killed_with_sigkill_is_recorded_by_the_next_one(service, tmp_path: Path) -> None:
-    """Issue #11 case 11, kill -9: the killed process writes nothing, so its marker remains; the next
-    run records it as crashed (reason, run id, start time) before its own row, exactly once."""
+    """Issue #11 case 11, kill -9: the killed process writes nothing itself; the next run records it as
+    crashed (reason, run id, start time) before its own row, exactly once."""
     registry = service["registry"]
     ledger, champion = registry.ledger(), registry.champion(PERSPECTIVE).model_key
+    started = utc_now()
     child, _ = start_run_to_kill(service, tmp_path)
-    marker = json.loads(registry.running_path(PERSPECTIVE).read_text())
-    assert marker["pid"] == child.pid and marker["perspective"] == PERSPECTIVE
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
+    killed = utc_now()
     assert registry.ledger().equals(ledger)  # the killed run recorded nothing itself
 
     outcome = retrain_reward_model(**service["options"])
     after = registry.ledger()
     assert after.height == ledger.height + 2 and after.head(ledger.height).equals(ledger)
     crashed, next_run = after.row(-2, named=True), after.row(-1, named=True)
-    assert (crashed["run_id"], crashed["decision"]) == (marker["run_id"], "crashed")
-    assert crashed["started_at"].isoformat() == marker["started_at"] and crashed["finished_at"] is None
-    started = crashed["started_at"].isoformat(timespec="seconds")
+    assert crashed["decision"] == "crashed" and crashed["run_id"] not in [
+        outcome["run_id"],
+        *ledger["run_id"],
+    ]
+    assert started < crashed["started_at"] < killed and crashed["finished_at"] is None
     assert crashed["reason"] == (
-        f"{CRASHED_REASON}: run {marker['run_id']} started {started} "
-        f"(pid {child.pid} on {marker['host']}); the champion is {champion}"
+        f"process ended without recording an outcome (killed?): run {crashed['run_id']} started "
+        f"{crashed['started_at'].isoformat(timespec='seconds')} (pid {child.pid} on {socket.gethostname()}); "
+        f"the champion is {champion}"
     )
     assert crashed["champion_key"] == crashed["champion_after"] == champion
     assert (next_run["run_id"], next_run["decision"]) == (outcome["run_id"], outcome["decision"])
     assert next_run["champion_key"] == champion  # the killed run changed nothing
-    assert not registry.running_path(PERSPECTIVE).exists()
+    assert not (registry.perspective_dir(PERSPECTIVE) / "running.json").exists()
     assert registry.reconcile(PERSPECTIVE) == [] and registry.ledger().equals(after)  # nothing twice
 
 

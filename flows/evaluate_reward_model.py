@@ -10,6 +10,12 @@ the plots), and the stage / output tables every flow publishes.
 
 Benchmarks without a path use the demo corpus' copies (MJ-Bench alignment / quality / safety,
 TIFA160, UnsafeBench test); SMID and Unsafe Diffusion need a path.
+
+A scorer is not run on a benchmark whose metrics do not fit it (:func:`scoring_plan`: the binary
+safety benchmarks need a score that is the logit of P(safe), which a preference reward model or
+CLIPScore is not): the pair's Table-1 cells are n/a, noted "not scored: <reason>", and the report lists
+it. ``score_not_applicable=True`` scores such pairs anyway (their metrics stay n/a; the scores are
+plotted).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.common import demo_corpus_task, publish_run_artifacts
 from flows.train_reward_model import train_reward_model
 from reward.baselines import ClipSpec
-from reward.benchmarks import BENCHMARKS, MetricOptions, get_benchmark
+from reward.benchmarks import BENCHMARKS, MetricOptions, get_benchmark, not_applicable
 from reward.checkpoint import read_reward_config
 from reward.evaluation import PAIRS, RATINGS, SAFETY
 from reward.metrics import SafetyClass
@@ -130,6 +136,32 @@ def baseline_specs(baselines: list[str], clip: ClipSpec, prompt_prefix: str) -> 
     return [clipscore_spec(clip, prompt_prefix=prompt_prefix) for name in baselines if name == "clipscore"]
 
 
+def scoring_plan(
+    specs: list[ScorerSpec], benchmarks: list[str], *, score_not_applicable: bool = False
+) -> tuple[dict[str, list[ScorerSpec]], dict[tuple[str, str], str]]:
+    """Which scorers score which benchmark: ``{benchmark: scorers}`` and the pairs not scored
+    ``{(scorer, benchmark): reason}``. A scorer whose metrics on a benchmark would not be applicable
+    (:func:`reward.benchmarks.not_applicable`: binary safety metrics of a score that is not the logit of
+    P(safe), as a preference reward's or CLIPScore's) is not run on it unless ``score_not_applicable``."""
+    plan: dict[str, list[ScorerSpec]] = {}
+    not_scored: dict[tuple[str, str], str] = {}
+    for benchmark in benchmarks:
+        kind = get_benchmark(benchmark).kind
+        plan[benchmark] = []
+        for spec in specs:
+            reason = not_applicable(kind, bool(spec.about.get("safety_logit")))
+            if reason is not None and not score_not_applicable:
+                not_scored[(spec.name, benchmark)] = reason
+            else:
+                plan[benchmark].append(spec)
+    if not any(plan.values()):
+        raise ValueError(
+            f"nothing to score: no scorer's metrics apply to benchmarks {benchmarks} "
+            f"({next(iter(not_scored.values()))}); pass score_not_applicable=True to score them anyway"
+        )
+    return plan, not_scored
+
+
 def warn_random_weights(logger: Any, specs: list[ScorerSpec], benchmark: str, *, real: bool) -> list[str]:
     """Warn (and return the names) when a real benchmark is scored by random-weight scorers: their
     rows are labelled "(random weights)" and are no real result."""
@@ -171,7 +203,7 @@ def rule_notes(kinds: set[str], options: MetricOptions) -> list[str]:
         SAFETY: f"- Safety: 'safe' when sigmoid(score) >= {options.safety_threshold}; F1 / precision / "
         f"recall take **{options.positive_class}** as the positive class. The rule assumes the score is "
         "the logit of P(safe) (a safety perspective trained with cross-entropy); other scorers are "
-        "shown as n/a. 95% interval: Wilson (accuracy), bootstrap (F1).",
+        "not scored on it by default and shown as n/a. 95% interval: Wilson (accuracy), bootstrap (F1).",
     }
     return [note for kind, note in notes.items() if kind in kinds]
 
@@ -221,6 +253,7 @@ def evaluate_reward_model(
     tie_threshold: float = 0.0,
     safety_positive_class: SafetyClass = "unsafe",
     safety_threshold: float = 0.5,
+    score_not_applicable: bool = False,
     demo_perspectives: list[str] | None = None,
     demo_max_steps: int = 300,
     demo_prompts: int | None = None,
@@ -232,7 +265,9 @@ def evaluate_reward_model(
     ``demo_perspectives``, ``["alignment"]``) and ``baselines`` (default ``["clipscore"]``) on
     ``benchmarks`` (default: the demo corpus' copies; ``benchmark_paths`` / ``image_roots`` by name).
     ``trust_remote_code`` allows modelling code shipped with a model's base model (a model folder's
-    saved config never does). Returns the paths of the summary, plots, and every score and metrics table."""
+    saved config never does). A scorer is not run on a benchmark whose metrics would not apply to it
+    (:func:`scoring_plan`) unless ``score_not_applicable``. Returns the paths of the summary, plots, and
+    every score and metrics table, and the pairs not scored with the reason."""
     logger = get_run_logger()
     options = MetricOptions(tie_threshold, safety_positive_class, safety_threshold)
     clip = ClipSpec(clip_model, clip_pretrained, clip_seed, batch_size, device or _default_device())
@@ -256,6 +291,9 @@ def evaluate_reward_model(
     specs += baseline
     if not specs:
         raise ValueError("nothing to evaluate: no scalar reward model and no baseline")
+    plan, not_scored = scoring_plan(specs, names, score_not_applicable=score_not_applicable)
+    for (name, benchmark), reason in not_scored.items():
+        logger.info("not scoring %s on %s: %s", name, benchmark, reason)
     paths = benchmark_locations(
         names, benchmark_paths, artifacts_dir=artifacts_dir, demo_prompts=demo_prompts, seed=seed
     )
@@ -268,6 +306,7 @@ def evaluate_reward_model(
     scores: dict[tuple[str, str], StageResult] = {}
     metrics: dict[tuple[str, str], StageResult] = {}
     stages: dict[str, StageResult] = {}
+    unscored: list[dict[str, Any]] = []
     for benchmark, path in paths.items():
         root_dir = (image_roots or {}).get(benchmark)
         table = load_benchmark_task(benchmark, path, image_root=root_dir, root=artifacts_dir)
@@ -281,9 +320,21 @@ def evaluate_reward_model(
                 table.paths[REJECTS],
             )
         require_rows(table)
-        warn_random_weights(logger, specs, benchmark, real=benchmark in (benchmark_paths or {}))
+        warn_random_weights(logger, plan[benchmark], benchmark, real=benchmark in (benchmark_paths or {}))
         for spec in specs:
             key = (spec.name, benchmark)
+            about = {
+                **spec.about,
+                "model_key": model_keys.get(spec.name),
+                "benchmark_path": str(path),
+                "benchmark_items": table.rows_kept,
+                "demo_benchmark": benchmark not in (benchmark_paths or {}),
+            }
+            if key in not_scored:
+                identity = {"scorer": spec.name, "scorer_kind": spec.kind, "benchmark": benchmark}
+                reason = {"reason": not_scored[key], "positive_class": options.positive_class}
+                unscored.append({**about, **identity, **reason})
+                continue
             scores[key] = score_benchmark_task(
                 table.path,
                 benchmark=benchmark,
@@ -294,18 +345,15 @@ def evaluate_reward_model(
             )
             if not scores[key].cached:
                 logger.info("%s on %s: %.1f items/s", *key, scores[key].stats["items_per_second"])
-            about = {
-                **spec.about,
-                "scores_key": scores[key].key,
-                "model_key": model_keys.get(spec.name),
-                "benchmark_path": str(path),
-                "benchmark_items": table.rows_kept,
-                "demo_benchmark": benchmark not in (benchmark_paths or {}),
-            }
             metrics[key] = compute_metrics_task(
-                scores[key].path, options=options, about=about, root=artifacts_dir
+                scores[key].path,
+                options=options,
+                about={**about, "scores_key": scores[key].key},
+                root=artifacts_dir,
             )
-    summary = summarize_task([result.path for result in metrics.values()], root=artifacts_dir)
+    summary = summarize_task(
+        [result.path for result in metrics.values()], not_scored=unscored, root=artifacts_dir
+    )
     plots = evaluation_plots_task(
         [result.path for result in scores.values()],
         [result.path for result in metrics.values()],
@@ -337,6 +385,7 @@ def evaluate_reward_model(
         "scores": _nested(scores),
         "metrics": _nested(metrics),
         "skipped": skipped,
+        "not_scored": {f"{name} on {benchmark}": reason for (name, benchmark), reason in not_scored.items()},
         "models": folders,
         "benchmarks": paths,
     }

@@ -21,8 +21,13 @@ current champion and the decision recorded again). To retrain on unchanged data,
 setting (e.g. ``seed`` or ``max_steps``).
 
 Failures: a failed build, training, registration or evaluation leaves the champion pointer untouched,
-appends a ``failed`` ledger row with the reason, and ends the flow run Failed with that reason. A model
-folder is promoted only after it verifies as complete (``reward.registry.verify_model_folder``).
+appends a ``failed`` ledger row with the reason, and ends the flow run Failed with that reason. A run
+killed outright (``kill -9``) cannot write its row: it leaves ``<perspective>/running.json``, which the
+next run of the perspective turns into a ``crashed`` row before it starts
+(:meth:`reward.registry.ModelRegistry.reconcile`). Prefect's ``on_crashed`` hooks are not used for this:
+they run in a runner process that watches the flow-run process, which a direct call or a killed worker
+does not have. A model folder is promoted only after it verifies as complete
+(``reward.registry.verify_model_folder``).
 """
 
 from __future__ import annotations
@@ -232,6 +237,8 @@ def retrain_reward_model(
     run_id = flow_run.id or uuid.uuid4().hex
 
     with registry.retrain_lock(perspective, timeout=lock_timeout_minutes * 60):
+        for crashed in registry.reconcile(perspective, locked=True):
+            logger.warning("an earlier run recorded as crashed: %s", crashed.reason)
         started_ns = time.time_ns()
         row = LedgerRow(
             run_id=run_id,
@@ -245,6 +252,7 @@ def retrain_reward_model(
         champion = registry.champion(perspective)
         row.champion_key = champion.model_key if champion else None
         row.champion_after = row.champion_key
+        registry.begin_run(row)  # a run killed from here on is found by the next one (reconcile)
         step = "building the data"
         try:
             built = BUILD_DATA[perspective](**data, artifacts_dir=artifacts_dir)
@@ -345,6 +353,7 @@ def retrain_reward_model(
 
         row.finished_at = utc_now()
         registry.append(row)
+        registry.end_run(perspective, run_id)
     after = registry.champion(perspective)
     data_line = _data_line(row, previous, rebuilt)
     logger.info("%s", data_line)
@@ -388,6 +397,7 @@ def _record_failure(registry: ModelRegistry, row: LedgerRow, what: str, error: B
     row.reason = f"{what}: {type(error).__name__}: {error}; the champion is unchanged ({kept})"
     row.finished_at = utc_now()
     registry.append(row)
+    registry.end_run(row.perspective, row.run_id)
 
 
 def _publish_decision(

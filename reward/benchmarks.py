@@ -341,15 +341,18 @@ def headline_values(kind: BenchmarkKind, metrics: pl.DataFrame) -> list[tuple[He
     if row.height != 1:
         raise EvaluationError(f"expected one summary row in the {kind} metrics, got {row.height}")
     values = row.row(0, named=True)
-    headlines = HEADLINES[kind]
-    if kind == SAFETY:
-        headlines = tuple(
-            Headline(h.column, f"{h.label} ({values['positive_class']} = positive)")
-            if h.column == "f1"
-            else h
-            for h in headlines
-        )
+    headlines = kind_headlines(kind, values.get("positive_class"))
     return [(headline, float(values[headline.column])) for headline in headlines]
+
+
+def kind_headlines(kind: BenchmarkKind, positive_class: str | None = None) -> tuple[Headline, ...]:
+    """The Table-1 numbers of a kind of benchmark; a safety F1 names its positive class."""
+    if kind != SAFETY:
+        return HEADLINES[kind]
+    return tuple(
+        Headline(h.column, f"{h.label} ({positive_class} = positive)") if h.column == "f1" else h
+        for h in HEADLINES[kind]
+    )
 
 
 def headline_estimates(kind: BenchmarkKind, metrics: pl.DataFrame) -> list[tuple[Headline, Estimate]]:
@@ -396,6 +399,7 @@ __all__ = [
     "get_benchmark",
     "headline_estimates",
     "headline_values",
+    "kind_headlines",
     "not_applicable",
     "pairs_metrics",
     "read_benchmark",

@@ -7,6 +7,7 @@ Layout (``ARTIFACTS/registry`` by default, see :meth:`ModelRegistry.under`)::
     <perspective>/
       champion.json                 the pointer: the registered model that serves this perspective
       retrain.lock                  held for the whole of a retraining run of this perspective
+      running.json                  the run holding the lock, until its ledger row is written
       models/<model key>/           a registered model: a copy of a trained perspective folder
       models/<model key>.json       its entry (the digest of every file), written last
 
@@ -19,7 +20,11 @@ that its files still have the digests recorded when it was registered.
 
 The ledger is rewritten (read, append, write to a temporary file, rename) under ``ledger.lock``, so
 runs of different perspectives may append at the same time. :func:`decide` is the promotion rule.
-Nothing here imports Prefect.
+
+A retraining run that is killed (``kill -9``, a lost machine) records nothing itself: its
+``running.json`` stays behind while the kernel frees its lock. :meth:`ModelRegistry.reconcile` (called
+by the next run of the perspective under the lock, or by anyone while no run holds it) turns it into a
+``crashed`` ledger row, exactly once. Nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -62,11 +68,16 @@ MODELS_DIR = "models"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
-Action = Literal["promoted", "kept", "rejected", "failed"]
+RUNNING_FILE = "running.json"
+
+Action = Literal["promoted", "kept", "rejected", "failed", "crashed"]
 PROMOTED: Action = "promoted"
 KEPT: Action = "kept"
 REJECTED: Action = "rejected"
 FAILED: Action = "failed"
+#: A run that ended without recording an outcome (found by :meth:`ModelRegistry.reconcile`).
+CRASHED: Action = "crashed"
+CRASHED_REASON = "process ended without recording an outcome (killed?)"
 
 _TIME = pl.Datetime("us", "UTC")
 #: One row per retraining run. ``metrics`` is a JSON object of the challenger's headline metrics;
@@ -316,6 +327,23 @@ class LedgerRow:
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame([asdict(self)], schema=LEDGER_SCHEMA)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LedgerRow:
+        times = {"requested_at", "started_at", "finished_at"}
+        values = {
+            f.name: datetime.fromisoformat(data[f.name])
+            if f.name in times and data.get(f.name)
+            else data.get(f.name)
+            for f in fields(cls)
+        }
+        return cls(**values)
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -347,6 +375,9 @@ class ModelRegistry:
 
     def model_folder(self, perspective: str, model_key: str) -> Path:
         return self.perspective_dir(perspective) / MODELS_DIR / model_key
+
+    def running_path(self, perspective: str) -> Path:
+        return self.perspective_dir(perspective) / RUNNING_FILE
 
     def _entry_path(self, perspective: str, model_key: str) -> Path:
         return self.perspective_dir(perspective) / MODELS_DIR / f"{model_key}.json"
@@ -485,6 +516,59 @@ class ModelRegistry:
             )
         return ledger
 
+    # -- runs that never recorded their outcome
+
+    def begin_run(self, row: LedgerRow) -> None:
+        """Note that ``row``'s run (holding its perspective's retraining lock) has started and has no
+        outcome yet: ``<perspective>/running.json``, removed by :meth:`end_run` once its row is written."""
+        marker = {**row.to_json(), "pid": os.getpid(), "host": socket.gethostname()}
+        path = self.running_path(row.perspective)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(json.dumps(marker, indent=2), path)
+
+    def end_run(self, perspective: str, run_id: str) -> None:
+        """Remove the marker of run ``run_id`` (its outcome is in the ledger, or it is being recorded)."""
+        path = self.running_path(perspective)
+        if path.is_file() and _read_json(path).get("run_id") == run_id:
+            path.unlink()
+
+    def reconcile(self, perspective: str, *, locked: bool = False) -> list[LedgerRow]:
+        """Record a run of ``perspective`` that started and never recorded an outcome (its marker is
+        there, no run holds the lock) as a ``crashed`` ledger row, once: a run already in the ledger is
+        not added again. ``locked``: the caller holds the perspective's retraining lock; otherwise it is
+        taken without waiting, and nothing is done while a run holds it. Returns the rows appended."""
+        if not self.running_path(perspective).is_file():
+            return []
+        if locked:
+            return self._reconcile(perspective)
+        try:
+            with self.retrain_lock(perspective, timeout=0):
+                return self._reconcile(perspective)
+        except RegistryBusy:
+            return []  # a run is alive: its marker is no leftover
+
+    def _reconcile(self, perspective: str) -> list[LedgerRow]:
+        path = self.running_path(perspective)
+        if not path.is_file():
+            return []
+        marker = _read_json(path)
+        row = LedgerRow.from_json(marker)
+        if row.run_id in self.ledger()["run_id"].to_list():  # recorded; killed before removing the marker
+            path.unlink()
+            return []
+        champion = self.champion(perspective)
+        row.champion_after = champion.model_key if champion else None
+        row.decision = CRASHED
+        started = row.started_at.isoformat(timespec="seconds")
+        where = f"pid {marker.get('pid')} on {marker.get('host')}"
+        row.reason = (
+            f"{CRASHED_REASON}: run {row.run_id} started {started} ({where}); "
+            f"the champion is {row.champion_after or 'none yet'}"
+        )
+        self.append(row)
+        path.unlink()
+        return [row]
+
     def last_run(self, perspective: str, *, with_data: bool = False) -> dict[str, Any] | None:
         """The perspective's latest ledger row (``with_data``: the latest that built its data)."""
         rows = self.ledger().filter(pl.col("perspective") == perspective)
@@ -494,6 +578,8 @@ class ModelRegistry:
 
 
 __all__ = [
+    "CRASHED",
+    "CRASHED_REASON",
     "Champion",
     "Decision",
     "FAILED",

@@ -41,10 +41,12 @@ from reward.benchmarks import (
     benchmark_metrics,
     get_benchmark,
     headline_estimates,
+    kind_headlines,
     not_applicable,
     read_benchmark,
 )
 from reward.evaluation import EvaluationError, Scorer, reward_model_scorers, score_table
+from reward.metrics import Estimate
 from tasks.cache import MAIN, REJECTS, Stage, StageOutput, StageResult, artifacts_root, run_stage
 from tasks.fingerprint import FingerprintMemo, default_memo_path, path_fingerprint
 from tasks.prefect_stage import stage_task
@@ -355,6 +357,29 @@ def scorer_label(scorer: str, random_weights: bool | None) -> str:
     return f"{scorer}{RANDOM_LABEL}" if random_weights else scorer
 
 
+def table_row(
+    identity: Mapping[str, Any],
+    about: Mapping[str, Any],
+    column: str,
+    estimate: Estimate | None,
+    note: str | None,
+) -> dict[str, Any]:
+    """One Table-1 row: a metric's value, n and 95% interval, or none of them and the reason (``note``)."""
+    shown = note is None and estimate is not None
+    return {
+        **identity,
+        **about,
+        "value": estimate.value if shown else None,
+        "n": estimate.n if shown and estimate.n >= 0 else None,
+        "ci_low": estimate.low if shown else None,
+        "ci_high": estimate.high if shown else None,
+        "applicable": shown,
+        "note": note,
+        "label": scorer_label(identity["scorer"], about.get("random_weights")),
+        "column": column,
+    }
+
+
 def summary_rows(table: pl.DataFrame) -> list[dict[str, Any]]:
     """The Table-1 rows of one metrics table: each headline metric with its n and 95% interval, what
     produced it, and, where the metric does not fit the scorer, no value and the reason (``note``)."""
@@ -362,32 +387,44 @@ def summary_rows(table: pl.DataFrame) -> list[dict[str, Any]]:
     about = {name: table[name][0] if name in table.columns else None for name in PROVENANCE_SCHEMA}
     benchmark = get_benchmark(identity["benchmark"])
     reason = None if about["safety_logit"] is None else not_applicable(benchmark.kind, about["safety_logit"])
-    rows = []
-    for headline, estimate in headline_estimates(benchmark.kind, table):
-        shown = reason is None
-        rows.append(
-            {
-                **identity,
-                **about,
-                "metric": headline.column,
-                "column": f"{benchmark.title}: {headline.label}",
-                "value": estimate.value if shown else None,
-                "n": estimate.n if shown and estimate.n >= 0 else None,
-                "ci_low": estimate.low if shown else None,
-                "ci_high": estimate.high if shown else None,
-                "applicable": shown,
-                "note": reason,
-                "label": scorer_label(identity["scorer"], about["random_weights"]),
-            }
-        )
-    return rows
+    return [
+        {
+            "metric": headline.column,
+            **table_row(identity, about, f"{benchmark.title}: {headline.label}", estimate, reason),
+        }
+        for headline, estimate in headline_estimates(benchmark.kind, table)
+    ]
 
 
-def table_one(metrics: Sequence[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(long, wide) summaries of metrics tables: long has one row per (scorer, benchmark, metric) with
-    n, 95% interval and provenance; wide one row per scorer, one column per ``"<benchmark title>:
-    <metric>"`` (in input order; null where not applicable), then the scorer's label and provenance."""
+#: Fields of a :func:`summarize` ``not_scored`` entry besides :data:`PROVENANCE_SCHEMA`.
+NOT_SCORED_FIELDS = ("scorer", "scorer_kind", "benchmark", "positive_class", "reason")
+
+
+def not_scored_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Table-1 rows of a scorer × benchmark pair that was not scored (``entry``: the
+    :data:`NOT_SCORED_FIELDS` and provenance): each headline metric n/a, noted "not scored: <reason>"."""
+    identity = {name: entry[name] for name in ID_COLUMNS}
+    about = {name: entry.get(name) for name in PROVENANCE_SCHEMA}
+    benchmark = get_benchmark(entry["benchmark"])
+    note = f"not scored: {entry['reason']}"
+    return [
+        {
+            "metric": headline.column,
+            **table_row(identity, about, f"{benchmark.title}: {headline.label}", None, note),
+        }
+        for headline in kind_headlines(benchmark.kind, entry.get("positive_class"))
+    ]
+
+
+def table_one(
+    metrics: Sequence[pl.DataFrame], not_scored: Sequence[Mapping[str, Any]] = ()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(long, wide) summaries of metrics tables and of the pairs ``not_scored`` (:func:`not_scored_rows`):
+    long has one row per (scorer, benchmark, metric) with n, 95% interval and provenance; wide one row
+    per scorer, one column per ``"<benchmark title>: <metric>"`` (in input order; null where not
+    applicable or not scored), then the scorer's label and provenance."""
     rows = [row for table in metrics for row in summary_rows(table)]
+    rows += [row for entry in not_scored for row in not_scored_rows(entry)]
     schema = {**dict.fromkeys(ID_COLUMNS, pl.String()), **PROVENANCE_SCHEMA, **SUMMARY_SCHEMA}
     long = pl.DataFrame(rows, schema=schema)
     repeated = long.filter(pl.struct("scorer", "column").is_duplicated())
@@ -425,18 +462,26 @@ def display_table(long: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def summarize(metrics_paths: Sequence[str | Path], *, root: str | Path | None = None) -> StageResult:
+def summarize(
+    metrics_paths: Sequence[str | Path],
+    *,
+    not_scored: Sequence[Mapping[str, Any]] = (),
+    root: str | Path | None = None,
+) -> StageResult:
     """Stage: the Table-1 summary (main: long; ``wide``: scorers × benchmark metrics; ``display``: the
-    same as text cells with n and 95% interval)."""
+    same as text cells with n and 95% interval) of the metrics tables, and of the scorer × benchmark
+    pairs ``not_scored`` (their cells n/a with the reason)."""
+    entries = [dict(entry) for entry in not_scored]
 
     def compute() -> StageOutput:
-        long, wide = table_one([pl.read_parquet(path) for path in metrics_paths])
-        count = len(metrics_paths)
+        long, wide = table_one([pl.read_parquet(path) for path in metrics_paths], entries)
+        count = len(metrics_paths) + len(entries)
         tables = {MAIN: long, "wide": wide, "display": display_table(long)}
-        return StageOutput(tables=tables, rows_in=count, rows_kept=count)
+        return StageOutput(tables=tables, rows_in=count, rows_kept=count, stats={"not_scored": len(entries)})
 
     paths = [str(path) for path in metrics_paths]
-    return run_stage(EVAL_TABLE, params={}, inputs={"metrics": paths}, compute=compute, root=root)
+    params = {"not_scored": entries} if entries else {}
+    return run_stage(EVAL_TABLE, params=params, inputs={"metrics": paths}, compute=compute, root=root)
 
 
 load_benchmark_task = stage_task(load_benchmark, name="eval-benchmark")

@@ -21,10 +21,20 @@ import pytest
 import torch
 import transformers
 
-from benchmarks import before_after, cache_rerun, data_pipeline, embedding, gpu_eval, growth, negatives_index
+from benchmarks import (
+    before_after,
+    cache_integrity,
+    cache_rerun,
+    data_pipeline,
+    embedding,
+    gpu_eval,
+    growth,
+    negatives_index,
+)
 from benchmarks import naive_reference as naive
 from benchmarks.common import markdown_table, measure, smoke_corpus, summarize
 from benchmarks.scale_corpus import ScaleSpec, source_webp_bytes, synthesize
+from data.schemas import PAIRS_SCHEMA
 from tasks.embed import ClipSpec, embed, load_clip
 from tasks.ingest import ingest_ratings
 from tasks.negatives import nearest_other
@@ -222,6 +232,18 @@ def test_cache_rerun_finds_every_stage_cached(work: Path, prefect_harness: None)
 
 
 GPU_TINY = ["--tiny", "--device", "cpu", "--batch-sizes", "1,2", "--warmup", "0", "--repeats", "1"]
+
+
+def test_cache_integrity_smoke_times_every_operation_on_a_pairs_table(tmp_path: Path) -> None:
+    table = cache_integrity.pairs_table(900)
+    assert table.schema == pl.Schema(PAIRS_SCHEMA) and table["pair_id"].n_unique() == 900
+    assert table["prompt_id"].n_unique() == 20 and table["chosen_prompt"].str.len_chars().min() > 20
+    (row,) = cache_integrity.main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    assert row["rows"] == 10_000 and row["MiB"] > 0
+    assert (
+        set(cache_integrity.COLUMNS) <= set(row) and json.loads((tmp_path / "r.json").read_text())["results"]
+    )
+    assert list(tmp_path.iterdir()) == [tmp_path / "r.json"]  # the scratch tables are removed
 
 
 def test_gpu_eval_tiny_runs_on_cpu(tmp_path: Path) -> None:

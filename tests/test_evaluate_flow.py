@@ -15,21 +15,24 @@ import pytest
 from PIL import Image
 from prefect.artifacts import Artifact
 
+import flows.evaluate_reward_model as evaluate_module
 from flows.evaluate_reward_model import (
     DEMO_BENCHMARKS,
     REPORT_ARTIFACT,
     TABLE_ARTIFACT,
     evaluate_reward_model,
+    scoring_plan,
     warn_random_weights,
 )
 from reward.baselines import ClipSpec
-from reward.benchmarks import MetricOptions, benchmark_metrics, get_benchmark
+from reward.benchmarks import HEADLINES, NOT_A_SAFETY_LOGIT, MetricOptions, benchmark_metrics, get_benchmark
 from reward.config import HeadConfig, LoraSettings, LossConfig
 from reward.metrics import correlation_metrics, pairwise_accuracy, safety_binary_metrics
 from reward.tiny import TINY_MARKER, build_tiny_backbone
 from tasks.evaluate import (
     PROVENANCE_SCHEMA,
     SCORER_COLUMNS,
+    ScorerSpec,
     clipscore_spec,
     compute_metrics,
     load_benchmark,
@@ -107,6 +110,14 @@ def check_outputs_against_scores(outputs: dict) -> None:
                 assert row["ci_low"] <= value <= row["ci_high"]
                 assert float(shown.split()[0]) == pytest.approx(value, abs=5e-4)
                 assert shown.endswith(f" n={row['n']}") and f"[{row['ci_low']:.3f}, " in shown
+    for pair, reason in outputs["not_scored"].items():  # no score table, every cell n/a with the reason
+        scorer, benchmark = pair.split(" on ")
+        assert benchmark not in outputs["scores"].get(scorer, {})
+        rows = long.filter((pl.col("scorer") == scorer) & (pl.col("benchmark") == benchmark))
+        assert rows.height == len(HEADLINES[get_benchmark(benchmark).kind]) and not rows["applicable"].any()
+        assert rows["value"].is_null().all() and set(rows["note"]) == {f"not scored: {reason}"}
+        assert rows["scores_key"].is_null().all() and (rows["benchmark_items"] > 0).all()
+        assert all(artifact[scorer][column] == "n/a" for column in rows["column"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,6 +212,7 @@ def test_score_stage_accounts_for_unreadable_images(tmp_path: Path) -> None:
     assert result.read()["item_id"].to_list() == ["ok"]
 
 
+@pytest.mark.hostile_case(14)
 def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
     specs, skipped = reward_model_specs({"alignment": tiny["model"], "ranking": tiny["gpm"]}, device="cpu")
     assert [spec.name for spec in specs] == ["alignment"] and list(skipped) == ["ranking"]
@@ -261,6 +273,7 @@ def test_metrics_table_and_plots_stages(tiny, demo_corpus, tmp_path) -> None:
     assert evaluation_plots(scores[:4], metrics[:4], root=tmp_path).cached
 
 
+@pytest.mark.hostile_case(13)
 def test_scorer_provenance_says_whether_the_weights_are_random(tiny, tmp_path, caplog) -> None:
     """Issue #11 case 13: the tiny demo backbone and CLIP without pretrained weights are random, a
     real backbone and a CLIP checkpoint are not; a real benchmark scored by random weights warns."""
@@ -319,6 +332,7 @@ def demo_run(prefect_harness, tmp_path_factory) -> dict:
     return {"outputs": outputs, "options": options, "art": art}
 
 
+@pytest.mark.hostile_case(13, 14, 17)
 def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) -> None:
     outputs, art = demo_run["outputs"], demo_run["art"]
     assert list(outputs["benchmarks"]) == DEMO_BENCHMARKS
@@ -326,7 +340,13 @@ def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) ->
         art / "train"
     )
     assert sorted(outputs["scores"]) == ["CLIPScore", "alignment"]
-    assert all(sorted(by) == sorted(DEMO_BENCHMARKS) for by in outputs["scores"].values())
+    # neither scorer's score is the logit of P(safe): UnsafeBench is read but not scored by them
+    scored = sorted(set(DEMO_BENCHMARKS) - {"unsafebench-test"})
+    assert all(sorted(by) == scored for by in outputs["scores"].values())
+    assert outputs["not_scored"] == {
+        "alignment on unsafebench-test": NOT_A_SAFETY_LOGIT,
+        "CLIPScore on unsafebench-test": NOT_A_SAFETY_LOGIT,
+    }
     check_outputs_against_scores(outputs)
 
     rows = artifact_rows(TABLE_ARTIFACT)
@@ -339,10 +359,13 @@ def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) ->
     assert [row["label"] for row in rows] == ["alignment (random weights)", "CLIPScore (random weights)"]
     long = pl.read_parquet(outputs["table"])
     for row in long.iter_rows(named=True):  # every row names what produced it
-        assert row["random_weights"] and row["demo_benchmark"] and row["scores_key"]
+        assert row["random_weights"] and row["demo_benchmark"]
         assert row["benchmark_path"] == outputs["benchmarks"][row["benchmark"]]
-        scored = pl.read_parquet(outputs["scores"][row["scorer"]][row["benchmark"]])
-        assert row["benchmark_items"] >= scored.height > 0
+        if row["benchmark"] == "unsafebench-test":  # not scored (checked above)
+            assert row["scores_key"] is None and row["benchmark_items"] > 0
+        else:
+            scored = pl.read_parquet(outputs["scores"][row["scorer"]][row["benchmark"]])
+            assert row["scores_key"] and row["benchmark_items"] >= scored.height > 0
         if row["scorer"] == "CLIPScore":
             assert (row["clip_model"], row["clip_pretrained"]) == ("demo-tiny-clip", None)
             assert row["model_folder"] is None and row["model_key"] is None
@@ -353,13 +376,14 @@ def test_demo_default_trains_a_model_and_evaluates_it_and_clipscore(demo_run) ->
             assert Path(row["backbone"]).parent.name == "tiny-backbone" and row["head"] == "skipca (eos)"
 
     plots = sorted(Path(outputs["plots"]).glob("*.png"))
-    assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3 + 1 + 1
-    # 2 scorers' score differences, 3 MJ-Bench subsets, the TIFA160 scatter, the UnsafeBench histogram
-    assert {"scatter-tifa160.png", "scores-unsafebench-test.png"} <= {path.name for path in plots}
+    assert Path(outputs["plots"]).is_relative_to(art) and len(plots) == 2 + 3 + 1
+    # 2 scorers' score differences, 3 MJ-Bench subsets, the TIFA160 scatter (UnsafeBench: not scored)
+    assert "scatter-tifa160.png" in {path.name for path in plots}
     report = Artifact.get(REPORT_ARTIFACT).data
     assert report.count("data:image/png;base64,") == len(plots)
     assert all(str(path) in report for path in plots) and "**unsafe** as the positive class" in report
     assert "- CLIPScore (random weights): random weights, not a real result." in report
+    assert f"- CLIPScore on UnsafeBench test: not scored: {NOT_A_SAFETY_LOGIT}" in report
 
 
 def test_a_second_run_reuses_every_stage(demo_run) -> None:
@@ -392,6 +416,7 @@ def test_real_mjbench_quality_human_pairs(demo_run, real_data: Path) -> None:
     assert [row["label"] for row in rows] == ["alignment (random weights)", "CLIPScore (random weights)"]
 
 
+@pytest.mark.hostile_case(17)
 def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
     outputs = evaluate_reward_model(
         models={"alignment": str(tiny["model"]), "gpm": str(tiny["gpm"])},
@@ -407,6 +432,76 @@ def test_a_gpm_model_is_skipped_with_its_reason(demo_run, tiny) -> None:
     # notes only for what was evaluated: MJ-Bench, not TIFA160 or safety, no random-weight baseline
     assert "- MJ-Bench: the higher score wins" in report
     assert "- TIFA160:" not in report and "- Safety:" not in report and "CLIPScore" not in report
+
+
+@pytest.mark.hostile_case(13)
+def stub_spec(name: str, *, safety_logit: bool) -> ScorerSpec:
+    def load():
+        raise AssertionError(f"{name} was loaded")
+
+    return ScorerSpec(name, "reward model", {}, load, about={"safety_logit": safety_logit})
+
+
+def test_scoring_plan_runs_safety_benchmarks_only_with_safety_logits() -> None:
+    safety, alignment, clip = (
+        stub_spec("safety", safety_logit=True),
+        stub_spec("alignment", safety_logit=False),
+        clipscore_spec(),
+    )
+    benchmarks = ["mjbench-safety", "unsafebench-test", "smid", "unsafe-diffusion", "tifa160"]
+    plan, not_scored = scoring_plan([safety, alignment, clip], benchmarks)
+    assert {name: [spec.name for spec in specs] for name, specs in plan.items()} == {
+        "mjbench-safety": ["safety", "alignment", "CLIPScore"],  # preference pairs: every scorer fits
+        "unsafebench-test": ["safety"],
+        "smid": ["safety"],
+        "unsafe-diffusion": ["safety"],
+        "tifa160": ["safety", "alignment", "CLIPScore"],
+    }
+    assert not_scored == {
+        (name, benchmark): NOT_A_SAFETY_LOGIT
+        for benchmark in ("unsafebench-test", "smid", "unsafe-diffusion")
+        for name in ("alignment", "CLIPScore")
+    }
+    everything, none = scoring_plan([alignment, clip], ["smid"], score_not_applicable=True)
+    assert [spec.name for spec in everything["smid"]] == ["alignment", "CLIPScore"] and none == {}
+    with pytest.raises(ValueError, match=r"nothing to score: .*pass score_not_applicable=True"):
+        scoring_plan([alignment, clip], ["smid", "unsafe-diffusion"])
+
+
+@pytest.mark.hostile_case(14)
+def test_a_safety_benchmark_is_not_scored_by_scorers_it_does_not_fit(demo_run, tiny, monkeypatch) -> None:
+    """A preference model and CLIPScore on UnsafeBench: the flow never calls the score stage for them
+    (counted), the table shows n/a noted "not scored" and the report says why; asked to, it scores."""
+    calls = []
+    real = evaluate_module.score_benchmark_task
+
+    def counting(path, *, benchmark, scorer, **kwargs):
+        calls.append((scorer.name, benchmark))
+        return real(path, benchmark=benchmark, scorer=scorer, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "score_benchmark_task", counting)
+    options = {
+        "models": {"alignment": str(tiny["model"])},
+        "benchmarks": ["mjbench-quality", "unsafebench-test"],
+        "demo_prompts": 24,
+        "progress": False,
+        "artifacts_dir": demo_run["options"]["artifacts_dir"],
+    }
+    outputs = evaluate_reward_model(**options)
+    assert sorted(calls) == [("CLIPScore", "mjbench-quality"), ("alignment", "mjbench-quality")]
+    assert list(outputs["not_scored"]) == ["alignment on unsafebench-test", "CLIPScore on unsafebench-test"]
+    check_outputs_against_scores(outputs)
+    report = Artifact.get(REPORT_ARTIFACT).data
+    assert f"- alignment on UnsafeBench test: not scored: {NOT_A_SAFETY_LOGIT}" in report
+
+    calls.clear()
+    anyway = evaluate_reward_model(**options, score_not_applicable=True)
+    assert sorted(calls) == sorted(
+        (name, benchmark) for name in ("alignment", "CLIPScore") for benchmark in options["benchmarks"]
+    )
+    assert anyway["not_scored"] == {}
+    safety = pl.read_parquet(anyway["table"]).filter(pl.col("benchmark") == "unsafebench-test")
+    assert safety["note"].str.starts_with("not applicable").all() and safety["value"].is_null().all()
 
 
 def test_a_benchmark_given_by_path_scored_with_random_weights_warns(demo_run, tiny, caplog) -> None:

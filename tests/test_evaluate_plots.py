@@ -23,6 +23,8 @@ from tasks.evaluate_plots import (
     tifa_scatter,
 )
 
+pytestmark = pytest.mark.hostile_case(17)
+
 OPTIONS = MetricOptions(bootstrap_resamples=100)
 
 

@@ -411,6 +411,7 @@ def test_headline_values_name_the_safety_positive_class() -> None:
         benchmark_metrics("ratings", scores.clear())
 
 
+@pytest.mark.hostile_case(14)
 def test_every_reported_metric_has_its_n_and_95_interval() -> None:
     """Issue #11 case 14: per-category accuracies carry Wilson intervals over their own n; safety and
     correlation rows carry n and an interval around the value."""
@@ -448,6 +449,7 @@ def test_every_reported_metric_has_its_n_and_95_interval() -> None:
     assert correlations["pearson_low"][0] < correlations["pearson"][0] < correlations["pearson_high"][0]
 
 
+@pytest.mark.hostile_case(14)
 def test_safety_metrics_do_not_apply_to_a_score_that_is_not_a_safety_logit() -> None:
     assert not_applicable("safety", safety_logit=False).startswith("not applicable")
     assert not_applicable("safety", safety_logit=True) is None

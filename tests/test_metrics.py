@@ -425,6 +425,7 @@ def hand_wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, fl
     return centre - half, centre + half
 
 
+@pytest.mark.hostile_case(14)
 class TestWilsonInterval:
     @pytest.mark.parametrize(("k", "n"), [(7, 10), (0, 12), (12, 12), (431, 916), (1, 3)])
     def test_matches_the_formula(self, k, n):
@@ -441,6 +442,7 @@ class TestWilsonInterval:
             wilson_interval(5, 3)
 
 
+@pytest.mark.hostile_case(14)
 class TestBootstrapInterval:
     @staticmethod
     def correlated(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -479,6 +481,7 @@ class TestBootstrapInterval:
         assert all(math.isnan(x) for x in bootstrap_interval(np.mean, np.array([1.0])))
 
 
+@pytest.mark.hostile_case(14)
 class TestMetricIntervals:
     def test_pairwise_accuracy_intervals_are_wilson_over_their_own_n(self):
         result = pairwise_accuracy([0, 0, 1, 1, 2, 5], [1, 2, 0, 1, 3, 4], [1, 1, 1, 0, -1, 0])
@@ -527,6 +530,7 @@ def loop_tie_fraction(human) -> float:
     return sum(a == b for a, b in pairs) / len(pairs)
 
 
+@pytest.mark.hostile_case(14)
 def test_fast_pairwise_accuracy_interval_equals_the_plain_bootstrap():
     rng = np.random.default_rng(5)
     human = rng.integers(1, 5, 40).astype(float)

@@ -149,6 +149,7 @@ def test_promotion_switches_the_pointer(models, tmp_path: Path) -> None:
     assert on_disk["model_key"] == "kb" and on_disk["run_id"] == "run-kb"
 
 
+@pytest.mark.hostile_case(18)
 def test_a_registry_perspective_folder_stands_for_its_champion(models, tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
     perspective_dir = registry.perspective_dir("fidelity")
@@ -354,3 +355,35 @@ def test_ledger_timestamps_are_utc(tmp_path: Path) -> None:
         seconds=1
     )
     assert stored["started_at"].utcoffset() == timedelta(0)
+
+
+#: The reason of a run that ended without recording its outcome, word for word (issue #11 case 11).
+CRASHED = "process ended without recording an outcome (killed?)"
+
+
+@pytest.mark.hostile_case(11)
+def test_a_run_that_never_recorded_its_outcome_is_reconciled_once(tmp_path: Path) -> None:
+    """A run's marker outlives it only when it was killed: reconcile turns it into one crashed row, never
+    while a run holds the lock, and never twice or for a run whose row is already in the ledger."""
+    registry = ModelRegistry(tmp_path)
+    registry.append(row("done", perspective="fidelity", decision="kept"))
+    killed = row("killed", perspective="fidelity", champion_key="k0", benchmark="heldout", tolerance=0.01)
+    registry.begin_run(killed)
+    with registry.retrain_lock("fidelity"):  # a live run: its marker is no leftover
+        assert registry.reconcile("fidelity") == [] and registry.running_path("fidelity").is_file()
+    (crashed,) = registry.reconcile("fidelity")
+    ledger = registry.ledger()
+    assert ledger["run_id"].to_list() == ["done", "killed"] and not registry.running_path("fidelity").exists()
+    last = ledger.row(-1, named=True)
+    assert last == {**{name: None for name in LEDGER_SCHEMA}, **vars(crashed)}
+    assert (last["decision"], last["started_at"], last["finished_at"]) == ("crashed", killed.started_at, None)
+    assert (last["champion_key"], last["benchmark"], last["tolerance"]) == ("k0", "heldout", 0.01)
+    assert last["reason"].startswith(f"{CRASHED}: run killed started ")
+    assert last["reason"].endswith("; the champion is none yet")  # no champion pointer in this registry
+    assert registry.reconcile("fidelity") == [] and registry.ledger().equals(ledger)
+
+    recorded = row("recorded", perspective="fidelity", decision="kept")
+    registry.begin_run(recorded)
+    registry.append(recorded)  # killed after its row was written, before its marker was removed
+    assert registry.reconcile("fidelity", locked=True) == [] and registry.ledger().height == 3
+    assert not registry.running_path("fidelity").exists()

@@ -7,9 +7,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ from reward.checkpoint import read_reward_config
 from reward.config import HeadConfig, LoraSettings
 from reward.evaluation import EvaluationError
 from reward.metrics import pairwise_accuracy, safety_binary_metrics
-from reward.registry import ModelRegistry
+from reward.registry import ModelRegistry, utc_now
 from tasks.evaluate import reward_model_specs
 from tasks.promote import (
     PRIMARY_METRICS,
@@ -308,6 +314,7 @@ class Terminated(BaseException):
     """What a worker's termination looks like inside the flow: not an ``Exception``."""
 
 
+@pytest.mark.hostile_case(11)
 def test_a_crashed_run_leaves_a_ledger_row(service, monkeypatch) -> None:
     """Issue #11 case 11: a run that crashes mid-training (not an ordinary exception) is in the ledger."""
     registry = service["registry"]
@@ -324,6 +331,65 @@ def test_a_crashed_run_leaves_a_ledger_row(service, monkeypatch) -> None:
         f"training crashed: Terminated: worker terminated (injected); the champion is unchanged ({champion})"
     )
     assert registry.champion_path(PERSPECTIVE).read_bytes() == pointer
+
+
+def start_run_to_kill(service, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A real retraining process on this registry (tests.retrain_kill_driver), paused in its training
+    step: returns it once it is there, inside the locked section."""
+    from prefect.settings import PREFECT_API_URL
+
+    (tmp_path / "options.json").write_text(json.dumps(service["options"]))
+    ready = tmp_path / "ready"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+    }
+    command = [sys.executable, "-m", "tests.retrain_kill_driver", str(tmp_path / "options.json"), str(ready)]
+    child = subprocess.Popen(command, env={**env, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
+    while not ready.exists():
+        if child.poll() is not None:
+            raise AssertionError(
+                f"the retraining process ended ({child.returncode}): {child.stderr.read()[-3000:]}"
+            )
+        assert time.monotonic() < deadline, "the retraining process never reached its training step"
+        time.sleep(0.2)
+    return child, ready
+
+
+@pytest.mark.hostile_case(11)
+def test_a_run_killed_with_sigkill_is_recorded_by_the_next_one(service, tmp_path: Path) -> None:
+    """Issue #11 case 11, kill -9: the killed process writes nothing itself; the next run records it as
+    crashed (reason, run id, start time) before its own row, exactly once."""
+    registry = service["registry"]
+    ledger, champion = registry.ledger(), registry.champion(PERSPECTIVE).model_key
+    started = utc_now()
+    child, _ = start_run_to_kill(service, tmp_path)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    killed = utc_now()
+    assert registry.ledger().equals(ledger)  # the killed run recorded nothing itself
+
+    outcome = retrain_reward_model(**service["options"])
+    after = registry.ledger()
+    assert after.height == ledger.height + 2 and after.head(ledger.height).equals(ledger)
+    crashed, next_run = after.row(-2, named=True), after.row(-1, named=True)
+    assert crashed["decision"] == "crashed" and crashed["run_id"] not in [
+        outcome["run_id"],
+        *ledger["run_id"],
+    ]
+    assert started < crashed["started_at"] < killed and crashed["finished_at"] is None
+    assert crashed["reason"] == (
+        f"process ended without recording an outcome (killed?): run {crashed['run_id']} started "
+        f"{crashed['started_at'].isoformat(timespec='seconds')} (pid {child.pid} on {socket.gethostname()}); "
+        f"the champion is {champion}"
+    )
+    assert crashed["champion_key"] == crashed["champion_after"] == champion
+    assert (next_run["run_id"], next_run["decision"]) == (outcome["run_id"], outcome["decision"])
+    assert next_run["champion_key"] == champion  # the killed run changed nothing
+    assert not (registry.perspective_dir(PERSPECTIVE) / "running.json").exists()
+    assert registry.reconcile(PERSPECTIVE) == [] and registry.ledger().equals(after)  # nothing twice
 
 
 def test_two_concurrent_runs_are_serialized(service, monkeypatch) -> None:

@@ -11,11 +11,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from data.readers import read_imagereward
 from tasks.dedup import dedup
 from tasks.ingest import ingest_benchmark, ingest_ratings
 from tests.factories import imagerewarddb_root
+
+pytestmark = pytest.mark.hostile_case(4)
 
 
 def poison_prompts(metadata: Path, bad_rows: dict[int, bytes]) -> None:

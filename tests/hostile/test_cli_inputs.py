@@ -31,6 +31,7 @@ def model_and_images(tmp_path_factory) -> tuple[Path, list[str]]:
     return folder, paths
 
 
+@pytest.mark.hostile_case(8)
 @pytest.mark.parametrize("prompt", ["", "   \t"])
 def test_an_empty_prompt_is_refused(model_and_images, prompt: str, capsys) -> None:
     folder, images = model_and_images
@@ -42,6 +43,7 @@ def test_an_empty_prompt_is_refused(model_and_images, prompt: str, capsys) -> No
     )
 
 
+@pytest.mark.hostile_case(10)
 def test_one_bad_image_does_not_stop_the_batch(model_and_images, tmp_path: Path, capsys) -> None:
     folder, images = model_and_images
     broken = tmp_path / "broken.png"
@@ -68,6 +70,7 @@ def test_one_bad_image_does_not_stop_the_batch(model_and_images, tmp_path: Path,
     assert capsys.readouterr().err.startswith(f"llava-reward: error: {broken}: cannot decode image")
 
 
+@pytest.mark.hostile_case(18)
 def test_a_registry_perspective_without_champion_says_what_to_run(tmp_path: Path, capsys) -> None:
     """Case 18: the README's ``--model artifacts/registry/<perspective>`` before any retraining run."""
     folder = tmp_path / "artifacts" / "registry" / "alignment"

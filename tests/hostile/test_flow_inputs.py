@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import flows.common
 from flows.build_alignment_data import build_alignment_data
 from flows.build_fidelity_data import build_fidelity_data
-from flows.common import ParameterError
 from tasks.negatives import nearest_other
 from tests.factories import imagerewarddb_root
 
@@ -37,6 +37,7 @@ def all_rejected(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.hostile_case(5)
 @pytest.mark.parametrize("flow", [build_alignment_data, build_fidelity_data])
 def test_every_row_rejected_fails_naming_the_rejects(flow, all_rejected: dict[str, str]) -> None:
     with pytest.raises(RuntimeError) as caught:
@@ -47,16 +48,19 @@ def test_every_row_rejected_fails_naming_the_rejects(flow, all_rejected: dict[st
     assert rejects.endswith(".rejects.parquet") and Path(rejects).is_file()
 
 
+@pytest.mark.hostile_case(6)
 @pytest.mark.parametrize("search_k", [0, -1])
 def test_search_k_is_checked_before_any_stage(search_k: int, all_rejected: dict[str, str]) -> None:
-    with pytest.raises(ParameterError) as caught:
+    with pytest.raises(Exception) as caught:  # noqa: B017 (its type and message are checked below)
         build_alignment_data(**all_rejected, negatives_search_k=search_k)
     assert str(caught.value) == (
         f"build-alignment-data: parameter negatives_search_k must be a positive integer, got {search_k}"
     )
+    assert isinstance(caught.value, flows.common.ParameterError)
     assert not Path(all_rejected["artifacts_dir"]).exists()  # no stage ran
 
 
+@pytest.mark.hostile_case(6)
 def test_faiss_never_asserts_at_the_user() -> None:
     vectors = np.eye(3, dtype=np.float32)
     groups = np.array([0, 1, 2])

@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from reward.benchmarks import read_benchmark
 from tasks.evaluate import load_benchmark
+
+pytestmark = pytest.mark.hostile_case(16)
 
 
 def tifa_folder(root: Path, present: int, absent: int) -> Path:

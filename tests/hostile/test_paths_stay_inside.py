@@ -22,8 +22,13 @@ from data.readers import (
     read_unsafe_diffusion,
     read_unsafebench,
 )
-from data.readers.common import OUTSIDE_ROOT, ReadResult
+from data.readers.common import ReadResult
 from tests.factories import imagerewarddb_root, webp_bytes
+
+pytestmark = pytest.mark.hostile_case(1)
+
+#: The reject reason, word for word as the issue asks for it.
+OUTSIDE_ROOT = "image path outside the dataset root"
 
 SECRET = webp_bytes((1, 2, 3))
 

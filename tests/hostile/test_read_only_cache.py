@@ -15,6 +15,8 @@ import tasks.cache
 from tasks.ingest import ingest_ratings
 from tests.factories import imagerewarddb_root
 
+pytestmark = pytest.mark.hostile_case(7)
+
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in root.rglob("*")}

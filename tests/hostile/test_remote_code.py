@@ -20,6 +20,8 @@ from reward.scoring import RewardScorer
 from reward.tiny import build_tiny_backbone
 from tests.reward_support import one_torch_thread, pictures, save, trained_model  # noqa: F401
 
+pytestmark = pytest.mark.hostile_case(2)
+
 EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).write_text("remote code ran")

@@ -12,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows import report as run_report
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.hostile_case(12), pytest.mark.usefixtures("prefect_harness")]
 
 
 @flow(name="report-child")

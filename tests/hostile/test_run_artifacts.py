@@ -12,7 +12,7 @@ from prefect.artifacts import Artifact
 from flows.common import publish_run_artifacts
 from tasks.cache import StageResult
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.hostile_case(15), pytest.mark.usefixtures("prefect_harness")]
 
 
 def result(stage: str, paths: dict[str, str], stats: dict) -> StageResult:

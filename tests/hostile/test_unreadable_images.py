@@ -19,6 +19,8 @@ from tasks.pairs import pairs
 from tasks.ratings import ratings
 from tests.factories import imagerewarddb_root
 
+pytestmark = pytest.mark.hostile_case(3)
+
 
 def truncated_png() -> bytes:
     buffer = io.BytesIO()

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from data.images import MAX_MEMBER_BYTES, ImageError, check_image, clear_caches, read_image_bytes
+import data.images
+from data.images import ImageError, check_image, clear_caches, read_image_bytes
+
+pytestmark = pytest.mark.hostile_case(9)
 
 LIMIT = 1024 * 1024
 BOMB = b"\0" * (4 * LIMIT)
@@ -41,7 +44,7 @@ def test_declared_size_over_the_limit_is_refused(tmp_path: Path) -> None:
         f"{uri}: zip member declares {len(BOMB)} bytes uncompressed, over the limit of {LIMIT}"
     )
     assert read_image_bytes(uri, max_member_bytes=len(BOMB)) == BOMB  # a limit that allows it
-    assert 16 * 1024 * 1024 <= MAX_MEMBER_BYTES <= 1024 * 1024 * 1024  # the default: sane for images
+    assert 16 * 1024 * 1024 <= data.images.MAX_MEMBER_BYTES <= 1024 * 1024 * 1024  # sane for images
 
 
 def test_a_lying_declared_size_is_refused(tmp_path: Path) -> None:
@@ -56,3 +59,15 @@ def test_a_lying_declared_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=f"^{uri}: "):
         read_image_bytes(uri, max_member_bytes=LIMIT)
     assert check_image(uri).startswith(f"{uri}: ")  # the ingest check reports it as a reason
+
+
+def test_the_default_limit_refuses_a_bomb(tmp_path: Path) -> None:
+    """Without any limit passed (as every reader calls it): 128 MiB of zeros, about 128 KiB zipped."""
+    size = 128 * 1024 * 1024
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("bomb.webp", bytes(size))
+    uri = f"{archive}::bomb.webp"
+    with pytest.raises(ImageError, match=f"^{uri}: zip member declares {size} bytes uncompressed"):
+        read_image_bytes(uri)
+    assert data.images.MAX_MEMBER_BYTES < size

@@ -17,6 +17,7 @@ Reported: mean and 95% interval per judge × method, seconds per prompt, NFE.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import load_average, machine_facts, write_json
+from reward.metrics import wilson_interval
 from reward.steering import SteeringConfig, sample
 from reward.steering.prompts import demo_benchmark_prompts
 from reward.steering.registry import load_generator, load_reward
@@ -178,6 +180,14 @@ def summary_table(
                 "delta_vs_none": delta,
                 "delta_ci95": delta_half,
             }
+        if "oracle" in judges:  # the share of chosen images whose every fact holds, with its Wilson interval
+            right = [value >= 1.0 - 1e-9 for value in scores[label]["oracle"] if np.isfinite(value)]
+            low, high = wilson_interval(sum(right), len(right))
+            entry["oracle_all_right"] = {
+                "share": float(np.mean(right)) if right else math.nan,
+                "low": low,
+                "high": high,
+            }
         table.append(entry)
     return table
 
@@ -210,10 +220,15 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     judges = result["settings"]["judges"]
-    lines = ["| method | NFE | s / prompt | reward share | " + " | ".join(judges) + " |"]
-    lines.append("|---|---|---|---|" + "---|" * len(judges))
+    all_right = "oracle" in judges
+    extra = " oracle: every fact right |" if all_right else ""
+    lines = ["| method | NFE | s / prompt | reward share | " + " | ".join(judges) + " |" + extra]
+    lines.append("|---|---|---|---|" + "---|" * (len(judges) + all_right))
     for entry in result["table"]:
         cells = [f"{entry[j]['mean']:.3f} ± {entry[j]['ci95']:.3f}" for j in judges]
+        if all_right:
+            share = entry["oracle_all_right"]
+            cells.append(f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]")
         lines.append(
             f"| {entry['method']} | {entry['nfe']} | {entry['seconds_per_prompt']:.2f} | "
             f"{entry['reward_share']:.0%} | " + " | ".join(cells) + " |"

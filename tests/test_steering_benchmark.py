@@ -34,9 +34,13 @@ def test_smoke(tmp_path: Path) -> None:
     )
     expected = sum(best - plain for best, plain in pairs) / 2
     assert table["best-of-2 oracle"]["oracle"]["delta_vs_none"] == pytest.approx(expected)
-    for entry in table.values():
+    for label, entry in table.items():
         assert entry["oracle"]["n"] == entry["clipscore"]["n"] == 2
         assert 0.0 <= entry["reward_share"] <= 1.0
+        right = [value == 1.0 for value in result["scores"][label]["oracle"]]
+        share = entry["oracle_all_right"]
+        assert share["share"] == sum(right) / 2 and share["low"] <= share["share"] <= share["high"]
+    assert "oracle: every fact right" in steering.markdown(result)
     # The oracle's best-of-2 picks the chosen image by the oracle itself: it cannot score below plain
     # sampling's first particle, which is particle 0 of best-of-2 on the same seed.
     scores = result["scores"]

@@ -10,7 +10,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 
-from reward.steering.demo_generator import DemoGeneratorConfig, train_demo_generator
+from reward.steering.demo_generator import DemoGeneratorConfig, ema_with_warmup, train_demo_generator
 from tests.reward_support import one_torch_thread  # noqa: F401 (autouse fixture)
 
 SMALL = {
@@ -29,7 +29,8 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_saved_weights_are_the_moving_average_of_the_steps(tmp_path: Path) -> None:
-    """After two steps the average is decay * w1 + (1 - decay) * w2 (the first update copies w1)."""
+    """After two steps the average is r * w1 + (1 - r) * w2 (the first update copies w1) with the warmed-up
+    rate r = min(decay, 2 / 11)."""
     raw_one = tmp_path / "raw-1"
     raw_two = tmp_path / "raw-2"
     averaged = tmp_path / "ema-2"
@@ -43,7 +44,16 @@ def test_saved_weights_are_the_moving_average_of_the_steps(tmp_path: Path) -> No
     moved = [key for key in got if not torch.equal(first[key], second[key])]
     assert len(moved) > len(got) // 2  # the second step changed most tensors
     for key, value in got.items():
-        torch.testing.assert_close(value, 0.9 * first[key] + 0.1 * second[key], rtol=1e-5, atol=1e-6)
+        rate = 2 / 11
+        torch.testing.assert_close(value, rate * first[key] + (1 - rate) * second[key], rtol=1e-5, atol=1e-6)
+
+
+def test_the_warmed_up_rate_reaches_the_decay() -> None:
+    update = ema_with_warmup(0.995)
+    averaged, current = torch.tensor([1.0]), torch.tensor([0.0])
+    assert float(update(averaged, current, 1)) == pytest.approx(2 / 11)
+    assert float(update(averaged, current, 90)) == pytest.approx(91 / 100)
+    assert float(update(averaged, current, 5000)) == pytest.approx(0.995)
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])

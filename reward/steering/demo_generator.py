@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from data.demo.oracle import PromptParseError, parse_prompt
 from data.demo.render import ImageSpec, render
@@ -139,6 +140,17 @@ class DemoGeneratorConfig:
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
 
+def ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
+    """An ``AveragedModel`` update whose decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, so a short run is not dominated by its first (untrained) weights."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor | int) -> torch.Tensor:
+        rate = min(decay, (1 + int(updates)) / (10 + int(updates)))
+        return rate * averaged + (1 - rate) * current
+
+    return update
+
+
 def build_unet(config: DemoGeneratorConfig) -> UNet2DConditionModel:
     blocks = len(config.block_out_channels)
     return UNet2DConditionModel(
@@ -189,7 +201,7 @@ def train_demo_generator(config: DemoGeneratorConfig, out_dir: str | Path) -> di
     average = (
         None
         if config.ema_decay is None
-        else AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        else AveragedModel(trained, avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True)
     )
     generator = torch.Generator().manual_seed(config.seed)
     started, losses, step = time.perf_counter(), [], 0

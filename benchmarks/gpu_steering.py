@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--resample-frequency", type=int, default=5)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise (FK's copies diverge by it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         resample_frequency=args.resample_frequency,
+        eta=args.eta,
     )
     k = args.particles
     methods = {

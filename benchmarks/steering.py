@@ -51,6 +51,8 @@ class Settings:
     #: Rewards that get the whole potential × λ grid; the others FK with the first potential and λ only.
     sweep_rewards: tuple[str, ...] = ("alignment",)
     guidance_scale: float = 1.0
+    #: DDIM noise (0: deterministic); FK's resampled copies diverge only through it.
+    eta: float = 1.0
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,6 +64,7 @@ def method_configs(settings: Settings) -> list[tuple[str, str | None, SteeringCo
         "resample_frequency": settings.resample_frequency,
         "resample_start": settings.resample_start,
         "guidance_scale": settings.guidance_scale,
+        "eta": settings.eta,
     }
     k = settings.num_particles
     methods: list[tuple[str, str | None, SteeringConfig]] = [
@@ -258,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rewards", nargs="+", default=None)
     parser.add_argument("--sweep-rewards", nargs="+", default=list(Settings.sweep_rewards))
     parser.add_argument("--guidance-scale", type=float, default=Settings.guidance_scale)
+    parser.add_argument("--eta", type=float, default=Settings.eta, help="DDIM noise (0: deterministic)")
     parser.add_argument("--threads", type=int, default=Settings.threads)
     parser.add_argument("--smoke", action="store_true", help="tiny random generator, 2 prompts (tests)")
     parser.add_argument("--out", type=Path)
@@ -300,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rewards=rewards,
             judges=default_rewards,
             guidance_scale=args.guidance_scale,
+            eta=args.eta,
             threads=args.threads,
             sweep_rewards=tuple(args.sweep_rewards),
         )

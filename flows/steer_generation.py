@@ -91,6 +91,7 @@ def steer_generation(
     resample_frequency: int = 5,
     adaptive: bool = True,
     guidance_scale: float = 1.0,
+    eta: float = 1.0,
     clip_model: str = "demo-tiny-clip",
     clip_pretrained: str | None = None,
     generator: str = "demo",
@@ -104,7 +105,9 @@ def steer_generation(
 ) -> dict[str, Any]:
     """Generate for every prompt with ``methods`` (none, best_of_n, fk) × ``rewards`` (steering rewards:
     oracle, clipscore or reward model names) × ``seeds``; judge every final image with ``judges``
-    (default: the rewards plus oracle and clipscore). Returns the paths of the tables and images."""
+    (default: the rewards plus oracle and clipscore). ``eta`` is the DDIM step noise shared by every
+    method (1 by default: FK's resampled copies diverge only through it; 0 makes sampling deterministic).
+    Returns the paths of the tables and images."""
     logger = get_run_logger()
     methods = methods or ["none", "best_of_n", "fk"]
     rewards = rewards or ["oracle"]
@@ -117,6 +120,7 @@ def steer_generation(
         "resample_frequency": resample_frequency,
         "adaptive": adaptive,
         "guidance_scale": guidance_scale,
+        "eta": eta,
     }
     SteeringConfig(**sampler)  # bad schedule / guidance: fail before anything runs
     specs = method_grid(

@@ -189,6 +189,10 @@ def test_flow_end_to_end_on_a_tiny_latent_pipeline(
 def test_flow_with_the_demo_pixel_generator(prefect_harness, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\nan image showing three blue squares\n")
+    art = tmp_path / "art"
+    with pytest.raises(SteeringError, match="eta must be a finite number >= 0, got -1"):
+        steer_generation(prompts_path=str(prompts), eta=-1.0, artifacts_dir=str(art))
+    assert not art.exists()  # refused before any stage ran
     outputs = steer_generation(
         prompts_path=str(prompts),
         methods=["none", "fk"],
@@ -196,10 +200,11 @@ def test_flow_with_the_demo_pixel_generator(prefect_harness, tmp_path: Path) -> 
         judges=["oracle"],
         num_particles=2,
         num_inference_steps=2,
+        eta=1.0,
         generator="demo",
         generator_steps=1,
         device="cpu",
-        artifacts_dir=str(tmp_path / "art"),
+        artifacts_dir=str(art),
     )
     results = pl.read_parquet(outputs["results"])
     assert results.height == 2 * (1 + 2)

@@ -142,6 +142,20 @@ class TestBadInput:
             SteeringConfig(method="none", num_particles=4)
         with pytest.raises(SteeringError, match=r"resample_end \(1\) < resample_start \(3\)"):
             SteeringConfig(resample_start=3, resample_end=1)
+        for eta in (-0.5, math.nan, math.inf):
+            with pytest.raises(SteeringError, match="eta must be a finite number >= 0"):
+                SteeringConfig(eta=eta)
+
+    def test_eta_needs_a_scheduler_that_takes_it(self) -> None:
+        from diffusers import DDPMScheduler
+
+        pixel = tiny_pixel_denoiser(seed=0)
+        pixel.scheduler = DDPMScheduler.from_config(pixel.scheduler.config)
+        config = SteeringConfig(method="none", num_particles=1, num_inference_steps=2, eta=1.0)
+        with pytest.raises(
+            SteeringError, match="eta=1 needs a scheduler whose step takes eta.*DDPMScheduler"
+        ):
+            sample(pixel, "a red circle", config)
 
     def test_schedule(self) -> None:
         config = SteeringConfig(
@@ -222,6 +236,7 @@ class TestSampler:
         assert torch.equal(fk_one.images, plain.images)
         assert best.nfe == fk_zero.nfe == 4 * STEPS
 
+    @pytest.mark.filterwarnings("ignore:FK steering over a deterministic")
     def test_fk_batches_rewards_and_resamples(self, latent) -> None:
         calls: list[int] = []
 
@@ -289,3 +304,54 @@ class TestSampler:
             seed=2,
         )
         assert guided.nfe == 8 and not torch.equal(guided.images, plain.images)
+
+
+class TestStochasticSampler:
+    """DDIM with η > 0: every particle slot draws its step noise from its own seeded stream."""
+
+    def _sample(self, denoiser, config: SteeringConfig, seed: int = 3):
+        return sample(denoiser, "two red circles", config, reward=redness, seed=seed)
+
+    def test_seeded_streams_per_particle(self, latent) -> None:
+        stochastic = {"num_inference_steps": STEPS, "eta": 1.0}
+        plain = self._sample(latent, SteeringConfig(method="none", num_particles=1, **stochastic))
+        again = self._sample(latent, SteeringConfig(method="none", num_particles=1, **stochastic))
+        deterministic = self._sample(
+            latent, SteeringConfig(method="none", num_particles=1, num_inference_steps=STEPS)
+        )
+        assert torch.equal(plain.images, again.images)
+        assert not torch.allclose(plain.images, deterministic.images, atol=1e-3)
+        best = self._sample(latent, SteeringConfig(method="best_of_n", **stochastic))
+        fk_zero = self._sample(
+            latent, SteeringConfig(method="fk", lmbda=0.0, adaptive=False, resample_frequency=1, **stochastic)
+        )
+        # Particle 0 of best-of-4 is the plain sample of the seed, step noise included (one slot's stream
+        # does not depend on how many particles run beside it).
+        assert torch.allclose(best.images[0], plain.images[0], atol=1e-4)
+        assert torch.equal(fk_zero.images, best.images)
+
+    def test_resampled_copies_diverge_only_with_noise(self, latent) -> None:
+        def collapsed(eta: float):
+            config = SteeringConfig(
+                method="fk",
+                lmbda=1e4,
+                adaptive=False,
+                resample_frequency=STEPS,  # weighting steps: 0 and the last
+                num_inference_steps=STEPS,
+                eta=eta,
+            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = self._sample(latent, config)
+            first = result.records[0]
+            assert first.ancestors is not None and len(set(first.ancestors)) == 1, first.ancestors
+            return result, [str(w.message) for w in caught]
+
+        # The last step's rewards are those of the four particles before its own resampling.
+        frozen, frozen_warnings = collapsed(0.0)
+        # Deterministic DDIM: four copies of one particle stay one image, and the run says why.
+        assert len(set(frozen.records[-1].rewards)) == 1, frozen.records[-1].rewards
+        assert any("deterministic DDIMScheduler step (eta=0)" in m for m in frozen_warnings)
+        explored, explored_warnings = collapsed(1.0)
+        assert len(set(explored.records[-1].rewards)) == 4, explored.records[-1].rewards
+        assert not any("deterministic" in m for m in explored_warnings)

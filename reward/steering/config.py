@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,13 @@ class SteeringConfig:
         default=0.0, metadata=_help("Reward history before the first weighting (max / diff / add).")
     )
     guidance_scale: float = field(default=1.0, metadata=_help("Classifier-free guidance (1: off)."))
+    eta: float = field(
+        default=0.0,
+        metadata=_help(
+            "Noise of a DDIM-style sampler step (0: deterministic; 1: as much as DDPM). FK steering needs"
+            " it > 0 with DDIM: resampled copies of a particle only diverge through the sampler's noise."
+        ),
+    )
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -70,6 +78,8 @@ class SteeringConfig:
             problems.append(f"resample_start must be >= 0, got {self.resample_start}")
         if self.resample_end is not None and self.resample_end < self.resample_start:
             problems.append(f"resample_end ({self.resample_end}) < resample_start ({self.resample_start})")
+        if not (self.eta >= 0 and math.isfinite(self.eta)):
+            problems.append(f"eta must be a finite number >= 0, got {self.eta}")
         if self.guidance_scale < 1.0:
             problems.append(f"guidance_scale must be >= 1, got {self.guidance_scale}")
         return problems

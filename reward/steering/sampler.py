@@ -5,15 +5,21 @@ The loop is the scheduler's own (``set_timesteps``, ``scale_model_input``, ``ste
 in ONE reward call and lets :class:`reward.steering.smc.FKState` weight and resample them. At the last
 step the reward is taken on the final sample itself.
 
-Randomness: particle p starts from noise drawn by a generator seeded from (seed, p), so particle 0 of
-every method is the plain sample of that seed; the scheduler's noise and the resampling draws come from
-two more generators seeded from ``seed``. FK with λ = 0 (uniform weights never resample) gives exactly
-the images of best-of-N, and k = 1 exactly those of plain sampling.
+Randomness: particle slot p starts from noise drawn by a generator seeded from (seed, p) and draws the
+sampler's step noise (DDPM, or DDIM with ``eta`` > 0) from its own stream seeded from (seed, p), so
+particle 0 of every method is the plain sample of that seed, stochastic sampler included; the
+resampling draws come from one more generator seeded from ``seed``. FK with λ = 0 (uniform weights
+never resample) gives exactly the images of best-of-N, and k = 1 exactly those of plain sampling.
+After a resampling, copies of one particle sit in different slots and so diverge through their slots'
+step noise; with a deterministic step (DDIM at ``eta`` = 0) they stay identical, which leaves FK no
+room to explore (a warning says so).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +62,29 @@ def _fresh_scheduler(scheduler: Any) -> Any:
     return type(scheduler).from_config(scheduler.config)
 
 
+def _step_options(scheduler: Any, config: SteeringConfig) -> dict[str, float]:
+    """Extra keyword arguments of ``scheduler.step``: ``eta`` when asked for (and the step takes it)."""
+    takes_eta = "eta" in inspect.signature(scheduler.step).parameters
+    if config.eta > 0 and not takes_eta:
+        raise SteeringError(
+            f"eta={config.eta:g} needs a scheduler whose step takes eta (DDIM); "
+            f"{type(scheduler).__name__} does not (use eta=0: its steps are already what they are)"
+        )
+    if takes_eta and config.eta == 0 and config.steered:
+        warnings.warn(
+            f"FK steering over a deterministic {type(scheduler).__name__} step (eta=0): resampled copies "
+            "of a particle stay identical, so FK can only keep or drop particles; set eta > 0 to explore",
+            UserWarning,
+            stacklevel=4,  # the caller of sample(), past torch.no_grad's wrapper
+        )
+    return {"eta": config.eta} if takes_eta else {}
+
+
+def _step_generators(k: int, seed: int) -> list[torch.Generator]:
+    """One generator of step noise per particle slot (slot p's stream depends on (seed, p) only)."""
+    return [torch.Generator().manual_seed(particle_seed(seed, p) + _STEP_STREAM) for p in range(k)]
+
+
 def _initial_noise(
     shape: tuple[int, ...], k: int, seed: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -91,7 +120,8 @@ def sample(
         raise SteeringError(
             f"the scheduler made {len(timesteps)} steps, expected {config.num_inference_steps}"
         )
-    step_generator = torch.Generator().manual_seed(seed + _STEP_STREAM)
+    step_options = _step_options(scheduler, config)
+    step_generators = _step_generators(k, seed)
     resample_generator = torch.Generator().manual_seed(seed + _RESAMPLE_STREAM)
     dtype = getattr(denoiser.unet, "dtype", torch.float32)
     samples = (
@@ -107,7 +137,7 @@ def sample(
     for index, timestep in enumerate(timesteps):
         model_input = scheduler.scale_model_input(samples, timestep)
         output = denoiser.predict(model_input, timestep, conditioning, config.guidance_scale)
-        stepped = scheduler.step(output, timestep, samples, generator=step_generator)
+        stepped = scheduler.step(output, timestep, samples, generator=step_generators, **step_options)
         samples = stepped.prev_sample
         if index not in weighting:
             continue

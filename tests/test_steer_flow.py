@@ -186,6 +186,22 @@ def test_flow_end_to_end_on_a_tiny_latent_pipeline(
     assert again["results"] == outputs["results"]
 
 
+def oracle_steered(prompts: Path, generator: str, art: Path, **extra: object) -> dict:
+    """The flow over ``prompts``: plain and FK (2 particles, 2 steps) steered and judged by the oracle."""
+    return steer_generation(
+        prompts_path=str(prompts),
+        methods=["none", "fk"],
+        rewards=["oracle"],
+        judges=["oracle"],
+        num_particles=2,
+        num_inference_steps=2,
+        generator=generator,
+        device="cpu",
+        artifacts_dir=str(art),
+        **extra,
+    )
+
+
 def test_flow_with_the_demo_pixel_generator(prefect_harness, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\nan image showing three blue squares\n")
@@ -193,19 +209,7 @@ def test_flow_with_the_demo_pixel_generator(prefect_harness, tmp_path: Path) -> 
     with pytest.raises(SteeringError, match="eta must be a finite number >= 0, got -1"):
         steer_generation(prompts_path=str(prompts), eta=-1.0, artifacts_dir=str(art))
     assert not art.exists()  # refused before any stage ran
-    outputs = steer_generation(
-        prompts_path=str(prompts),
-        methods=["none", "fk"],
-        rewards=["oracle"],
-        judges=["oracle"],
-        num_particles=2,
-        num_inference_steps=2,
-        eta=1.0,
-        generator="demo",
-        generator_steps=1,
-        device="cpu",
-        artifacts_dir=str(art),
-    )
+    outputs = oracle_steered(prompts, "demo", art, eta=1.0, generator_steps=1)
     results = pl.read_parquet(outputs["results"])
     assert results.height == 2 * (1 + 2)
     assert Image.open(results["image_path"][0]).size == (32, 32)
@@ -221,18 +225,7 @@ def test_flow_with_a_saved_sdxl_pipeline(prefect_harness, tmp_path: Path) -> Non
     tiny_sdxl_pipeline(seed=2).save_pretrained(folder)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n")
-    outputs = steer_generation(
-        prompts_path=str(prompts),
-        methods=["none", "fk"],
-        rewards=["oracle"],
-        judges=["oracle"],
-        num_particles=2,
-        num_inference_steps=2,
-        guidance_scale=2.0,
-        generator=str(folder),
-        device="cpu",
-        artifacts_dir=str(tmp_path / "art"),
-    )
+    outputs = oracle_steered(prompts, str(folder), tmp_path / "art", guidance_scale=2.0)
     results = pl.read_parquet(outputs["results"])
     assert results.height == 1 + 2
     assert Image.open(results["image_path"][0]).size == (16, 16)

@@ -1,8 +1,9 @@
 """Inference-time scaling on the demo: does FK steering with a reward raise what an independent judge
 sees, over plain sampling and best-of-N at the same number of model evaluations?
 
-Fresh demo benchmark prompts (templates never used in training; single-group scenes, what the 32 px
-demo generator learns), the same seeds for every method. Methods: plain sampling (k = 1), best-of-k
+Fresh demo benchmark prompts (templates never used in training; single-group scenes by default, what
+the 32 px demo generator learns first; ``--two-group-fraction`` adds two groups and their relation),
+the same seeds for every method. Methods: plain sampling (k = 1), best-of-k
 and FK steering with k particles (potentials and a λ sweep), each with every steering reward: the demo
 alignment reward model (``--reward-model``), CLIPScore with the demo's random-weight CLIP (a **noise
 control**: it knows nothing) and the oracle (an upper bound: it is the judge). Every chosen image is
@@ -53,6 +54,8 @@ class Settings:
     guidance_scale: float = 1.0
     #: DDIM noise (0: deterministic); FK's resampled copies diverge only through it.
     eta: float = 1.0
+    #: Share of two-group prompts (count, colour and shape of two groups and their relation).
+    two_group_fraction: float = 0.0
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,9 +99,9 @@ def run(
     torch.set_num_threads(settings.threads)
     denoiser = load_generator(generator)
     rewards = {name: load_reward(name, reward_models) for name in {*settings.rewards, *settings.judges}}
-    prompts = demo_benchmark_prompts(settings.offset + settings.prompts, seed=settings.seed)[
-        settings.offset :
-    ]
+    prompts = demo_benchmark_prompts(
+        settings.offset + settings.prompts, seed=settings.seed, two_group_fraction=settings.two_group_fraction
+    )[settings.offset :]
     methods = method_configs(settings)
     scores: dict[str, dict[str, list[float]]] = {
         label: {j: [] for j in settings.judges} for label, _, _ in methods
@@ -261,6 +264,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rewards", nargs="+", default=None)
     parser.add_argument("--sweep-rewards", nargs="+", default=list(Settings.sweep_rewards))
     parser.add_argument("--guidance-scale", type=float, default=Settings.guidance_scale)
+    parser.add_argument(
+        "--two-group-fraction",
+        type=float,
+        default=Settings.two_group_fraction,
+        help="share of two-group prompts (for a generator trained on them too)",
+    )
     parser.add_argument("--eta", type=float, default=Settings.eta, help="DDIM noise (0: deterministic)")
     parser.add_argument("--threads", type=int, default=Settings.threads)
     parser.add_argument("--smoke", action="store_true", help="tiny random generator, 2 prompts (tests)")
@@ -305,6 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             judges=default_rewards,
             guidance_scale=args.guidance_scale,
             eta=args.eta,
+            two_group_fraction=args.two_group_fraction,
             threads=args.threads,
             sweep_rewards=tuple(args.sweep_rewards),
         )

@@ -203,7 +203,7 @@ def steer_generate(
     root: str | None = None,
 ) -> StageResult:
     """Stage: one prompt, every method × seed. ``sampler`` holds the SteeringConfig fields shared by
-    all methods (steps, schedule, adaptive, guidance). ``generator`` is a registry spec or folder."""
+    all methods (steps, schedule, adaptive, guidance, eta). ``generator`` is a registry spec or folder."""
     specs = [MethodSpec(**method) for method in methods]
     shared = dict(sampler or {})
     generator_path = generator if Path(generator).exists() else None
